@@ -1,0 +1,77 @@
+# Diffusion Internals: one entry point for learners, instructors and CI.
+#   make book   set up .venv (first time only) and build the executed site into _build/html
+#   make test   set up .venv (first time only) and run the whole test suite (book build included)
+# Instructors: make release | autograde | grades | feedback   (see README.md)
+
+PYTHON      ?= python3
+VENV        ?= .venv
+BIN         := $(VENV)/bin
+CONSTRAINTS := requirements/constraints.txt
+STAMP       := $(VENV)/.installed
+KERNEL      := diffusion-internals
+# Extra pip arguments, e.g. PIP_ARGS="--extra-index-url <a torch CUDA index>" (see README, GPU notes).
+PIP_ARGS    ?=
+PYTEST_ARGS ?=
+# Assignments are the folders of solutions/ (nbgrader source notebooks).
+ASSIGNMENTS := $(patsubst solutions/%/,%,$(sort $(dir $(wildcard solutions/*/*.ipynb))))
+NBGRADER    := $(BIN)/nbgrader
+# nbgrader runs helper programs (alembic) by name: the environment's bin comes first.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: help setup book book-strict test release autograde grades feedback serve clean clean-grading
+
+help:
+	@sed -n '1,6p' Makefile
+
+# The environment: rebuilt only when pyproject.toml or the pinned versions change.
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) $(PIP_ARGS) --upgrade pip
+	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) $(PIP_ARGS) -e '.[course,test]'
+	# Test oracle only: k-diffusion without its heavy extras (tests import k_diffusion.sampling alone).
+	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) --no-deps k-diffusion torchdiffeq torchsde trampoline
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (diffusion-internals)" >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Executed build; execution is cached in _build/.jupyter_cache, so a rebuild with no
+# changed chapter only re-renders.
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --keep-going
+	@echo "Open _build/html/index.html"
+
+# What CI checks: every page re-read, warnings are errors (execution still cached).
+book-strict: $(STAMP)
+	$(BIN)/jupyter-book build . --all -W -n --keep-going
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+serve: book
+	$(BIN)/python -m http.server --directory _build/html 8000
+
+# --- instructors (nbgrader); always --force, or nbgrader silently keeps stale output ---
+release: $(STAMP)
+	@for a in $(ASSIGNMENTS); do $(NBGRADER) generate_assignment $$a --force || exit 1; done
+
+autograde: $(STAMP)
+	@test -d submitted || { echo "No submitted/ folder: put submissions in submitted/<student>/<assignment>/ (nbgrader collect or zip_collect)"; exit 1; }
+	@for a in $(ASSIGNMENTS); do \
+	  if ls -d submitted/*/$$a >/dev/null 2>&1; then $(NBGRADER) autograde $$a --force || exit 1; fi; \
+	done
+
+grades: $(STAMP)
+	$(NBGRADER) export --to grades.csv
+	@echo "Wrote grades.csv"
+
+feedback: $(STAMP)
+	@for a in $(ASSIGNMENTS); do \
+	  if ls -d autograded/*/$$a >/dev/null 2>&1; then $(NBGRADER) generate_feedback $$a --force || exit 1; fi; \
+	done
+
+clean:
+	rm -rf _build
+
+clean-grading:
+	rm -rf submitted autograded feedback gradebook.db grades.csv

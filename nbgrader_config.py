@@ -1,0 +1,38 @@
+"""nbgrader configuration for the Diffusion Internals course.
+
+`solutions/` holds the instructor's source notebooks (solutions and hidden tests);
+`exercises/` is the student release, generated from it with `make release`.
+Every path is anchored at this file's folder, so the commands work from any
+working directory and in a temporary copy of the course (as the tests do).
+"""
+import os
+from pathlib import Path
+
+c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
+
+ROOT = Path(__file__).resolve().parent
+
+c.CourseDirectory.root = str(ROOT)
+c.CourseDirectory.course_id = "diffusion-internals"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "exercises"
+# Grading work folders (git-ignored): submissions go in submitted/<student>/<assignment>/.
+c.CourseDirectory.submitted_directory = "submitted"
+c.CourseDirectory.autograded_directory = "autograded"
+c.CourseDirectory.feedback_directory = "feedback"
+c.CourseDirectory.db_url = "sqlite:///" + str(ROOT / "gradebook.db")
+# Only notebooks are released: never copy checkpoints or caches into exercises/.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", ".pytest_cache"]
+
+# Grading executes student code in this kernel. It is installed into the course's
+# virtual environment by `make` (python -m ipykernel install --sys-prefix). Pinning it
+# matters: with the default "python3", a stale user-level kernelspec can point to
+# another Python without the package, and every test cell then scores 0.
+c.Execute.kernel_name = os.environ.get("DIFFUSION_INTERNALS_KERNEL", "diffusion-internals")
+# Per-cell limit in seconds; the slowest reference solution takes a few seconds.
+c.Execute.timeout = int(os.environ.get("DIFFUSION_INTERNALS_CELL_TIMEOUT", "120"))
+c.Execute.interrupt_on_timeout = True
+
+# What a learner sees in place of a solution.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
