@@ -1,0 +1,51 @@
+"""The feedback helpers used by the hidden tests: each failure names what was expected and what came out."""
+import numpy as np
+import pytest
+import torch
+
+from diffusion_internals.grading import GradingError, check_close, check_equal
+
+
+def test_passes_within_tolerance():
+    check_close("x", torch.tensor([1.0, 2.0 + 1e-9]), torch.tensor([1.0, 2.0]))
+    check_close("x", np.array([1.0]), torch.tensor([1.0], dtype=torch.float64))
+    check_close("scalar", 0.5, torch.tensor(0.5))
+
+
+def test_is_an_assertion_error_so_nbgrader_counts_it_as_a_failed_test():
+    assert issubclass(GradingError, AssertionError)
+
+
+@pytest.mark.parametrize(
+    ("got", "expected", "message"),
+    [
+        (None, torch.zeros(3), "got None. Did the function forget to `return`"),
+        ("abc", torch.zeros(3), "got an object of type str"),
+        (torch.zeros(2), torch.zeros(3), "expected shape (3,), got shape (2,)"),
+        (torch.tensor([0.0, float("nan"), 1.0]), torch.zeros(3), "NaN or infinite"),
+        (torch.tensor([0.0, 0.5, 0.0]), torch.zeros(3), "Largest difference at index (1,): expected 0, got 0.5"),
+    ],
+)
+def test_failures_say_what_was_expected_and_what_came_out(got, expected, message):
+    with pytest.raises(GradingError) as info:
+        check_close("betas", got, expected)
+    assert str(info.value).startswith("betas: ")
+    assert message in str(info.value)
+
+
+def test_tolerance_is_reported_and_respected():
+    with pytest.raises(GradingError, match=r"allowed 1e-08 \+ 1e-06 \* \|expected\|"):
+        check_close("x", torch.tensor([1.0 + 1e-5]), torch.tensor([1.0]))
+    check_close("x", torch.tensor([1.0 + 1e-5]), torch.tensor([1.0]), rtol=1e-4)
+
+
+def test_dtype_check_is_opt_in():
+    check_close("x", torch.zeros(2, dtype=torch.float32), torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(GradingError, match="expected dtype torch.float64, got torch.float32"):
+        check_close("x", torch.zeros(2, dtype=torch.float32), torch.zeros(2, dtype=torch.float64), check_dtype=True)
+
+
+def test_check_equal():
+    check_equal("answer", 497, 497)
+    with pytest.raises(GradingError, match="answer: expected 497, got 496"):
+        check_equal("answer", 496, 497)
