@@ -55,7 +55,9 @@ serve: book
 release: $(STAMP)
 	@for a in $(ASSIGNMENTS); do $(NBGRADER) generate_assignment $$a --force || exit 1; done
 
-autograde: $(STAMP)
+# Depends on release: nbgrader grades against the cells that generate_assignment stored in
+# gradebook.db, so the release is (re)generated first; it is byte-identical when unchanged.
+autograde: release
 	@test -d submitted || { echo "No submitted/ folder: put submissions in submitted/<student>/<assignment>/ (nbgrader collect or zip_collect)"; exit 1; }
 	@for a in $(ASSIGNMENTS); do \
 	  if ls -d submitted/*/$$a >/dev/null 2>&1; then $(NBGRADER) autograde $$a --force || exit 1; fi; \
