@@ -5,14 +5,30 @@ Each module holds one piece of the math and points back to its chapter:
 - `schedules`: beta schedules, alphas_cumprod, SNR, timestep and sigma grids (chapter 1).
 - `forward`: the forward process q(x_t | x_0), one Markov step, the posterior (chapter 1).
 - `parameterization`: conversions between the eps, x0, v targets and the score (chapters 1-2).
+- `denoisers`: the denoiser abstraction D(x, sigma) -> x0_hat, network wrappers, exact Gaussian denoisers (chapter 4).
+- `samplers`: DDPM, DDIM, Euler, Heun, DPM2, LMS, DPM-Solver++, UniPC, CFG++ as plain functions (chapters 3-4).
+- `sampling`: one front door, `sample(...)`, and the sampler names of UI menus mapped to ours and to diffusers' (chapter 4).
+- `guidance`: classifier-free guidance and its fixes as denoiser wrappers (chapter 5).
+- `noise`: per-sample reproducible noise.
+- `grading`: checks with learner-readable messages, used by the assignments' hidden tests.
 """
 from importlib.metadata import PackageNotFoundError, version
 
-from . import forward, parameterization, schedules
+from . import denoisers, forward, guidance, noise, parameterization, samplers, sampling, schedules
 
 try:
     __version__ = version("diffusion-internals")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
-__all__ = ["forward", "parameterization", "schedules", "__version__"]
+__all__ = [
+    "denoisers",
+    "forward",
+    "guidance",
+    "noise",
+    "parameterization",
+    "samplers",
+    "sampling",
+    "schedules",
+    "__version__",
+]

@@ -1,0 +1,322 @@
+"""Denoisers D(x, sigma, **cond) -> x0_hat: the one abstraction every sampler is written against.
+
+Variance-exploding view (Karras et al. 2022, Sec. 2): ``x = x0 + sigma * eps`` with ``x`` of shape
+``(B, ...)`` and ``sigma`` a python float, a 0-d tensor or a ``(B,)`` tensor. A denoiser returns an
+estimate of ``x0`` with the shape and dtype of ``x``.
+
+* :class:`DiscreteDenoiser` wraps a network trained on a discrete variance-preserving schedule
+  (DDPM, Stable Diffusion, a diffusers ``UNet2DModel``) the way k-diffusion's ``external.py`` does.
+* :class:`GaussianDenoiser`, :class:`GaussianMixtureDenoiser` and :func:`gaussian_ode_solution` are
+  exact: toy data whose ideal denoiser and probability-flow ODE are known in closed form, so every
+  sampler and guidance rule can be checked against the truth.
+
+Schedule arithmetic is done in float64; results are cast back to the dtype of ``x``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import torch
+
+from diffusion_internals.broadcast import broadcast_like
+from diffusion_internals.noise import randn_like
+from diffusion_internals.parameterization import x0_from_eps, x0_from_v
+from diffusion_internals.schedules import alphas_cumprod_from_sigmas, sigmas_from_alphas_cumprod
+
+__all__ = ["Denoiser", "DiscreteDenoiser", "GaussianDenoiser", "GaussianMixtureDenoiser", "gaussian_ode_solution"]
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # diffusers' names for eps, v and x0 targets
+
+
+class Denoiser(Protocol):
+    """D(x, sigma, **cond) -> x0_hat with x = x0 + sigma * eps (Karras et al. 2022, eq. 2 and Sec. 3)."""
+
+    def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor, **cond: Any) -> torch.Tensor:
+        """Estimate x0 from x of shape (B, ...) at noise level sigma, a scalar or (B,) (Karras et al. 2022, eq. 2)."""
+        ...
+
+
+# ----------------------------------------------------------------------------- shared checks
+
+
+def _sigma_like(sigma: float | torch.Tensor, x: torch.Tensor, *, name: str = "sigma") -> torch.Tensor:
+    """Check x and sigma; return sigma as float64 of shape (B or 1, 1, ..., 1), finite and >= 0."""
+    if isinstance(x, torch.Tensor) and not x.dtype.is_floating_point:
+        raise ValueError(f"x must be a floating-point tensor of shape (B, ...), got dtype {x.dtype}")
+    s = broadcast_like(sigma, x, name=name)
+    if not bool((torch.isfinite(s) & (s >= 0)).all()):
+        raise ValueError(f"{name} must be finite and >= 0, got {s.flatten().tolist()} (a zero-terminal-SNR "
+                         f"schedule has sigma_max = inf, where x = x0 + sigma * eps is not defined)")
+    return s
+
+
+def _no_cond(owner: str, cond: dict[str, Any]) -> None:
+    if cond:
+        raise TypeError(f"{owner} takes no conditioning, got keyword arguments {sorted(cond)}")
+
+
+def _gaussian_params(mean: float | torch.Tensor, std: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return mean and std as float64 tensors after checking that std > 0 and both are finite."""
+    mean = torch.as_tensor(mean, dtype=torch.float64)
+    std = torch.as_tensor(std, dtype=torch.float64)
+    if not bool(torch.isfinite(mean).all()):
+        raise ValueError(f"mean must be finite, got {mean.flatten()[:8].tolist()}")
+    if not bool((torch.isfinite(std) & (std > 0)).all()):
+        raise ValueError(f"std must be finite and > 0 everywhere, got {std.flatten()[:8].tolist()}")
+    try:
+        torch.broadcast_shapes(mean.shape, std.shape)
+    except RuntimeError:
+        raise ValueError(f"std of shape {tuple(std.shape)} must broadcast with mean of shape "
+                         f"{tuple(mean.shape)}") from None
+    return mean, std
+
+
+def _check_event(x: torch.Tensor, event_shape: torch.Size) -> None:
+    """Check that a per-sample event of shape event_shape broadcasts to x.shape[1:] without growing it."""
+    try:
+        ok = torch.broadcast_shapes(event_shape, x.shape[1:]) == x.shape[1:]
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"x of shape {tuple(x.shape)} must be (B, *event_shape) with event_shape "
+                         f"{tuple(event_shape)} (or one it broadcasts to)")
+
+
+# ----------------------------------------------------------------------------- discrete-time networks
+
+
+def _model_dtype_device(model: Any, x: torch.Tensor) -> tuple[torch.dtype, torch.device]:
+    """The dtype and device a model computes in: diffusers' .dtype/.device, else its first float tensor, else x's."""
+    dtype, device = getattr(model, "dtype", None), getattr(model, "device", None)
+    if isinstance(dtype, torch.dtype) and isinstance(device, torch.device):
+        return dtype, device
+    if isinstance(model, torch.nn.Module):
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.dtype.is_floating_point:
+                return tensor.dtype, tensor.device
+    return x.dtype, x.device
+
+
+def _unwrap_output(output: Any) -> torch.Tensor:
+    """The prediction in a model output: a tensor, diffusers' BaseOutput.sample, or the first of a tuple."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(getattr(output, "sample", None), torch.Tensor):
+        return output.sample
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"model must return a tensor, a tuple of tensors or an object with a .sample tensor, "
+                    f"got {type(output).__name__}")
+
+
+class DiscreteDenoiser:
+    """A discrete-time VP network as a denoiser, c_in = 1/sqrt(1 + sigma^2) (Karras et al. 2022, Table 1)."""
+
+    def __init__(self, model: Any, alphas_cumprod: torch.Tensor, *, prediction_type: str = "epsilon",
+                 quantize: bool = False) -> None:
+        """Wrap model(x_in, t, **cond) trained on alphas_cumprod (Ho et al. 2020, eq. 4; Salimans & Ho 2022, Sec. 4)."""
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {list(PREDICTION_TYPES)}, got {prediction_type!r}")
+        if not isinstance(quantize, bool):
+            raise ValueError(f"quantize must be True or False, got {quantize!r}")
+        if not isinstance(alphas_cumprod, torch.Tensor) or alphas_cumprod.ndim != 1 or alphas_cumprod.numel() < 2:
+            shape = tuple(alphas_cumprod.shape) if isinstance(alphas_cumprod, torch.Tensor) else type(alphas_cumprod)
+            raise ValueError(f"alphas_cumprod must be a 1-D tensor of at least 2 training steps, got {shape}")
+        a = alphas_cumprod.detach().to("cpu", torch.float64)
+        if not (bool((a[:-1] > 0).all()) and bool((a < 1).all()) and a[-1] >= 0):
+            raise ValueError(f"alphas_cumprod must lie in (0, 1), only its last entry may be 0 (zero terminal "
+                             f"SNR); got min {a.min().item()} and max {a.max().item()}")
+        if not bool((a[1:] < a[:-1]).all()):
+            i = int(torch.nonzero(a[1:] >= a[:-1])[0])
+            raise ValueError(f"alphas_cumprod must be strictly decreasing, got alphas_cumprod[{i}] = {a[i].item()} "
+                             f"<= alphas_cumprod[{i + 1}] = {a[i + 1].item()}")
+        self.model = model
+        self.prediction_type = prediction_type
+        self.quantize = quantize
+        self.alphas_cumprod = a  # (T,) float64, on the CPU
+        self.sigmas = sigmas_from_alphas_cumprod(a)  # (T,) ascending in t; sigmas[-1] = inf at zero terminal SNR
+        self.log_sigmas = self.sigmas.log()
+        self.sigma_min = float(self.sigmas[0])
+        self.sigma_max = float(self.sigmas[-1])  # inf for a zero-terminal-SNR schedule: start samplers below it
+
+    def sigma_to_t(self, sigma: float | torch.Tensor) -> torch.Tensor:
+        """Timestep of sigma, linear in log sigma between neighbours, or the nearest if quantize (k-diffusion)."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        if not bool((sigma >= 0).all()):  # also catches NaN
+            raise ValueError(f"sigma must be >= 0, got {sigma.flatten()[:8].tolist()}")
+        log_sigmas = self.log_sigmas.to(sigma.device)  # (T,)
+        log_sigma = sigma.log()
+        # low = the last training step with log_sigmas[low] <= log_sigma, kept in [0, T - 2].
+        low = (torch.searchsorted(log_sigmas, log_sigma.reshape(-1), right=True) - 1).clamp(0, len(log_sigmas) - 2)
+        low = low.reshape(sigma.shape)
+        lo, hi = log_sigmas[low], log_sigmas[low + 1]
+        # Outside [sigma_min, sigma_max] t is clamped to [0, T - 1]. On a zero-terminal-SNR schedule
+        # hi = inf on the last interval, so every finite sigma above sigmas[T - 2] gets t = T - 2.
+        w = torch.where(log_sigma >= hi, 1.0, torch.where(log_sigma <= lo, 0.0, (log_sigma - lo) / (hi - lo)))
+        if self.quantize:  # the nearest training sigma in log sigma; ties go to the lower t, as k-diffusion
+            return torch.where(w <= 0.5, low, low + 1)
+        return low + w
+
+    def t_to_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
+        """Sigma at a possibly fractional timestep, linear in log sigma between neighbours (k-diffusion)."""
+        t = torch.as_tensor(t)
+        last = len(self.sigmas) - 1
+        if t.dtype == torch.bool or t.dtype.is_complex or not bool(((t >= 0) & (t <= last)).all()):
+            raise ValueError(f"t must be a real number or tensor in [0, {last}], got {t.flatten()[:8].tolist()}")
+        log_sigmas = self.log_sigmas.to(t.device)
+        if not t.dtype.is_floating_point:
+            return log_sigmas[t].exp()
+        t = t.to(torch.float64)
+        low, high = t.floor().long(), t.ceil().long()
+        w = t - low
+        # w == 0 is taken directly so that an infinite log sigma (zero terminal SNR) never meets 0 * inf.
+        log_sigma = torch.where(w == 0, log_sigmas[low], (1 - w) * log_sigmas[low] + w * log_sigmas[high])
+        return log_sigma.exp()
+
+    def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor, **cond: Any) -> torch.Tensor:
+        """x0_hat from the network's eps, v or x0 at t = sigma_to_t(sigma) (Karras et al. 2022, eq. 7 and Table 1)."""
+        s = _sigma_like(sigma, x)  # (B or 1, 1, ..., 1)
+        sigma_b = s.reshape(-1).expand(x.shape[0])  # (B,)
+        # The VP view of the same point: alpha_bar = 1 / (1 + sigma^2) and x_t = c_in * x = sqrt(alpha_bar) x.
+        alpha_bar = alphas_cumprod_from_sigmas(sigma_b)  # (B,)
+        x_t = x.to(torch.float64) * broadcast_like(alpha_bar.sqrt(), x)  # (B, ...)
+        dtype, device = _model_dtype_device(self.model, x)
+        # t is float (k-diffusion's continuous t) or int64 when quantized; diffusers UNets take either.
+        # float32 suffices for t <= 1000 in a timestep embedding; float64 models get float64 t.
+        t_dtype = torch.long if self.quantize else (torch.float64 if dtype == torch.float64 else torch.float32)
+        t = self.sigma_to_t(sigma_b).to(device=device, dtype=t_dtype)  # (B,)
+        output = _unwrap_output(self.model(x_t.to(device=device, dtype=dtype), t, **cond))
+        if output.shape != x.shape:
+            raise ValueError(f"model output has shape {tuple(output.shape)}, expected the shape of x, "
+                             f"{tuple(x.shape)} (split a learned variance off the channels first)")
+        output = output.to(device=x.device, dtype=torch.float64)
+        # In VE terms: eps gives x0 = x - sigma eps; v gives x0 = x / (sigma^2 + 1) - sigma v / sqrt(sigma^2 + 1).
+        if self.prediction_type == "epsilon":
+            x0_hat = x0_from_eps(x_t, output, alpha_bar)
+        elif self.prediction_type == "v_prediction":
+            x0_hat = x0_from_v(x_t, output, alpha_bar)
+        else:
+            x0_hat = output
+        return x0_hat.to(x.dtype)
+
+
+# ----------------------------------------------------------------------------- exact denoisers for toy data
+
+
+class GaussianDenoiser:
+    """The exact denoiser of x0 ~ N(mean, diag(std^2)), the posterior mean E[x0 | x] (Tweedie; Efron 2011)."""
+
+    def __init__(self, mean: float | torch.Tensor, std: float | torch.Tensor) -> None:
+        """mean of the event shape (or a scalar); std > 0 broadcastable to it, a diagonal covariance."""
+        self.mean, self.std = _gaussian_params(mean, std)
+        self.event_shape = torch.broadcast_shapes(self.mean.shape, self.std.shape)
+
+    def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor, **cond: Any) -> torch.Tensor:
+        """D(x, sigma) = mean + std^2 / (std^2 + sigma^2) (x - mean) (Tweedie; Karras et al. 2022, eq. 3)."""
+        _no_cond("GaussianDenoiser", cond)
+        s = _sigma_like(sigma, x)  # (B or 1, 1, ..., 1)
+        _check_event(x, self.event_shape)
+        mean, var = self.mean.to(x.device), self.std.to(x.device) ** 2
+        return (mean + var / (var + s**2) * (x.to(torch.float64) - mean)).to(x.dtype)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """n draws x0 = mean + std * z with z ~ N(0, I), of shape (n, *event_shape)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        z = randn_like(torch.empty((n, *self.event_shape), dtype=torch.float64), generator)  # (n, *event_shape)
+        return (self.mean + self.std * z).to(dtype)
+
+
+class GaussianMixtureDenoiser:
+    """The exact denoiser of x0 ~ sum_k w_k N(m_k, s_k^2 I), or of one class k (Tweedie; Karras et al. 2022, eq. 3)."""
+
+    def __init__(self, means: torch.Tensor, stds: torch.Tensor, weights: torch.Tensor) -> None:
+        """means (K, *event_shape), stds (K,) > 0, weights (K,) > 0 summing to 1 within 1e-6 (never renormalised)."""
+        means = torch.as_tensor(means, dtype=torch.float64)
+        if means.ndim < 1 or means.shape[0] < 1:
+            raise ValueError(f"means must have shape (K, *event_shape) with K >= 1, got {tuple(means.shape)}")
+        num = means.shape[0]
+        stds = torch.as_tensor(stds, dtype=torch.float64)
+        weights = torch.as_tensor(weights, dtype=torch.float64)
+        for name, value in (("stds", stds), ("weights", weights)):
+            if value.shape != (num,):
+                raise ValueError(f"{name} must have shape (K,) = ({num},) to match means of shape "
+                                 f"{tuple(means.shape)}; got {tuple(value.shape)}")
+            if not bool((torch.isfinite(value) & (value > 0)).all()):
+                raise ValueError(f"{name} must be finite and > 0, got {value.tolist()}")
+        if not bool(torch.isfinite(means).all()):
+            raise ValueError("means must be finite")
+        if abs(weights.sum().item() - 1) > 1e-6:
+            raise ValueError(f"weights must sum to 1 (within 1e-6), got sum {weights.sum().item()!r} "
+                             f"for {weights.tolist()}; normalise them yourself")
+        self.means, self.stds, self.weights = means, stds, weights
+        self.event_shape = means.shape[1:]
+
+    def component(self, k: int) -> GaussianDenoiser:
+        """The exact denoiser of component k alone, N(m_k, s_k^2 I) (Tweedie; Efron 2011)."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(self.weights):
+            raise ValueError(f"k must be an int in [0, {len(self.weights) - 1}], got {k!r}")
+        return GaussianDenoiser(self.means[k], self.stds[k])
+
+    def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor, *,
+                 class_labels: torch.Tensor | None = None, **cond: Any) -> torch.Tensor:
+        """sum_k r_k (m_k + s_k^2/(s_k^2+sigma^2)(x - m_k)), r by logsumexp; class k >= 0 sets r = e_k (Tweedie)."""
+        _no_cond("GaussianMixtureDenoiser (apart from class_labels)", cond)
+        s = _sigma_like(sigma, x)  # (B or 1, 1, ..., 1)
+        if x.shape[1:] != self.event_shape:
+            raise ValueError(f"x must have shape (B, *event_shape) = (B, {', '.join(map(str, self.event_shape))}),"
+                             f" got {tuple(x.shape)}")
+        batch = x.shape[0]
+        xf = x.to(torch.float64).reshape(batch, 1, -1)  # (B, ...) -> (B, 1, D)
+        means = self.means.to(x.device).reshape(1, len(self.weights), -1)  # (K, ...) -> (1, K, D)
+        var = self.stds.to(x.device) ** 2 + s.reshape(-1, 1) ** 2  # s_k^2 + sigma^2, (B or 1, K)
+        diff = xf - means  # (B, K, D)
+        dim = diff.shape[-1]
+        # log w_k + log N(x; m_k, (s_k^2 + sigma^2) I): the noised mixture, one Gaussian per component.
+        logits = (self.weights.to(x.device).log() - 0.5 * diff.pow(2).sum(-1) / var
+                  - 0.5 * dim * torch.log(2 * math.pi * var))  # (B, K)
+        if class_labels is not None:
+            logits = logits.masked_fill(self._class_mask(class_labels, batch, x.device), -math.inf)
+        r = torch.softmax(logits, dim=-1)  # responsibilities, exp(logits - logsumexp(logits)), (B, K)
+        x0_k = means + (self.stds.to(x.device) ** 2 / var).unsqueeze(-1) * diff  # per-component posterior, (B, K, D)
+        return (r.unsqueeze(-1) * x0_k).sum(1).reshape(x.shape).to(x.dtype)  # (B, D) -> (B, ...)
+
+    def _class_mask(self, class_labels: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+        """True where a row's class rules component k out; label -1 keeps the whole mixture. Shape (B, K)."""
+        num = len(self.weights)
+        y = class_labels
+        if (not isinstance(y, torch.Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool
+                or y.shape != (batch,) or not bool(((y >= -1) & (y < num)).all())):
+            got = f"shape {tuple(y.shape)}, dtype {y.dtype}, values {y.tolist()[:8]}" if isinstance(
+                y, torch.Tensor) else type(y).__name__
+            raise ValueError(f"class_labels must be None or an integer tensor of shape (B,) = ({batch},) with "
+                             f"values in [-1, {num - 1}] (-1 = unconditional); got {got}")
+        y = y.to(device).reshape(batch, 1)  # (B,) -> (B, 1)
+        return (y >= 0) & (y != torch.arange(num, device=device))  # (B, K)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+        """n draws: labels k ~ Categorical(w), then x0 = m_k + s_k z; returns (x0 (n, ...), labels (n,))."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        labels = torch.multinomial(self.weights, n, replacement=True, generator=generator)  # (n,)
+        z = randn_like(torch.empty((n, *self.event_shape), dtype=torch.float64), generator)  # (n, *event_shape)
+        std = self.stds[labels].reshape((n,) + (1,) * len(self.event_shape))  # (n,) -> (n, 1, ..., 1)
+        return (self.means[labels] + std * z).to(dtype), labels
+
+
+def gaussian_ode_solution(x: torch.Tensor, sigma_from: float | torch.Tensor, sigma_to: float | torch.Tensor,
+                          mean: float | torch.Tensor, std: float | torch.Tensor) -> torch.Tensor:
+    """Exact probability-flow ODE map sigma_from -> sigma_to for N(mean, diag(std^2)) data (Karras 2022, eqs. 1, 3)."""
+    mean, std = _gaussian_params(mean, std)
+    s_from = _sigma_like(sigma_from, x, name="sigma_from")  # (B or 1, 1, ..., 1)
+    s_to = _sigma_like(sigma_to, x, name="sigma_to")
+    _check_event(x, torch.broadcast_shapes(mean.shape, std.shape))
+    mean, var = mean.to(x.device), std.to(x.device) ** 2
+    # dx/dsigma = (x - D(x, sigma)) / sigma = sigma (x - mean) / (std^2 + sigma^2), so
+    # d/dsigma log(x - mean) = d/dsigma log sqrt(std^2 + sigma^2): (x - mean) / sqrt(std^2 + sigma^2) is constant.
+    scale = torch.sqrt((var + s_to**2) / (var + s_from**2))
+    return (mean + (x.to(torch.float64) - mean) * scale).to(x.dtype)

@@ -1,0 +1,132 @@
+"""DDPM and DDIM written in the variance-exploding (sigma) view, on any sigma grid.
+
+A variance-preserving sample x_VP = sqrt(abar) x0 + sqrt(1 - abar) eps becomes x = x_VP / sqrt(abar)
+= x0 + sigma eps with sigma^2 = (1 - abar) / abar, i.e. abar = 1 / (1 + sigma^2). Write sigma, abar for
+step t and sigma', abar' for step t - 1, and eps_hat = (x - x0_hat) / sigma.
+
+DDIM (Song et al. 2021, eq. 12), divided by sqrt(abar'):
+    x' = x0_hat + sqrt((1 - abar' - s_t^2) / abar') eps_hat + (s_t / sqrt(abar')) z,
+with eq. 16's s_t = eta sqrt((1 - abar') / (1 - abar)) sqrt(1 - abar / abar'). Substituting abar:
+    (1 - abar') / abar' = sigma'^2,   1 - abar = sigma^2 / (1 + sigma^2),
+    1 - abar / abar' = (sigma^2 - sigma'^2) / (1 + sigma^2),
+so s_t^2 / abar' = eta^2 sigma'^2 (sigma^2 - sigma'^2) / sigma^2 = sigma_up^2 and the eps_hat coefficient is
+sqrt(sigma'^2 - sigma_up^2) = sigma_down: exactly ``ancestral_step(sigma, sigma', eta)``. So
+    x' = x0_hat + sigma_down eps_hat + sigma_up z,
+which is also x + (sigma_down - sigma) (x - x0_hat) / sigma + sigma_up z: an Euler step to sigma_down plus
+noise, the Euler ancestral sampler; with eta = 0 it is a plain Euler step.
+
+DDPM (Ho et al. 2020, eqs. 6-7): dividing x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) n by sqrt(abar_t)
+gives the VE chain x = x' + sqrt(sigma^2 - sigma'^2) n, and with x' | x0 ~ N(x0, sigma'^2 I) the
+posterior q(x' | x, x0) is Gaussian with
+    mean = (sigma'^2 x + (sigma^2 - sigma'^2) x0) / sigma^2 = x0 + (sigma'^2 / sigma) eps,
+    variance = sigma'^2 (sigma^2 - sigma'^2) / sigma^2   (beta-tilde, the "fixed_small" choice, divided by abar').
+Ancestral sampling plugs in x0_hat. The variance is sigma_up^2 at eta = 1, and sigma'^2 / sigma =
+sqrt(sigma'^2 - sigma_up^2) = sigma_down: DDPM is DDIM with eta = 1. The tests check both identities.
+
+Which sigma grid reproduces the discrete timesteps of a trained model is the caller's choice
+(``schedules.sigmas_from_timesteps``); these functions take any grid.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from diffusion_internals.noise import Generators
+from diffusion_internals.samplers.common import (
+    Callback,
+    Denoiser,
+    NoiseSampler,
+    ancestral_step,
+    check_eta,
+    check_sigmas,
+    denoise,
+    noise_sampler_for,
+    step_range,
+)
+
+__all__ = ["sample_ddim", "sample_ddpm"]
+
+# step(x, x0_hat, sigma, sigma_next, noise) -> x_next
+StepRule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, NoiseSampler], torch.Tensor]
+
+
+def _denoise_then_step(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    step: StepRule,
+    *,
+    extra_args: dict | None,
+    callback: Callback | None,
+    noise: NoiseSampler,
+    progress: bool,
+) -> torch.Tensor:
+    """The loop DDPM and DDIM share: x0_hat = D(x, sigma_i), then x = step(x, x0_hat, sigma_i, sigma_{i+1})."""
+    extra_args = {} if extra_args is None else extra_args
+    for i in step_range(len(sigmas) - 1, progress):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = denoise(denoiser, x, sigma, extra_args)
+        x = step(x, denoised, sigma, sigma_next, noise)
+        if callback is not None:
+            callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
+    return x
+
+
+@torch.no_grad()
+def sample_ddim(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    generator: Generators = None,
+    noise_sampler: NoiseSampler | None = None,
+    progress: bool = False,
+    eta: float = 0.0,
+) -> torch.Tensor:
+    """DDIM, x' = x0_hat + sigma_down eps_hat + sigma_up z (Song et al. 2021, eqs. 12 and 16, in the sigma view)."""
+    sigmas = check_sigmas(sigmas)
+    eta = check_eta(eta)
+
+    def step(x: torch.Tensor, x0_hat: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
+             noise: NoiseSampler) -> torch.Tensor:
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+        eps_hat = (x - x0_hat) / sigma
+        x_next = x0_hat + sigma_down * eps_hat
+        if sigma_up > 0:
+            x_next = x_next + sigma_up * noise(sigma, sigma_next)
+        return x_next
+
+    noise = noise_sampler_for(x, generator, noise_sampler)
+    return _denoise_then_step(denoiser, x, sigmas, step, extra_args=extra_args, callback=callback, noise=noise,
+                              progress=progress)
+
+
+@torch.no_grad()
+def sample_ddpm(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    generator: Generators = None,
+    noise_sampler: NoiseSampler | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """DDPM: sample the posterior q(x' | x, x0_hat) with variance beta-tilde (Ho et al. 2020, Algorithm 2, eqs. 6-7)."""
+    sigmas = check_sigmas(sigmas)
+
+    def step(x: torch.Tensor, x0_hat: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
+             noise: NoiseSampler) -> torch.Tensor:
+        mean = (sigma_next**2 * x + (sigma**2 - sigma_next**2) * x0_hat) / sigma**2
+        if sigma_next == 0:
+            return mean  # the posterior at sigma' = 0 is a point mass at x0_hat
+        std = sigma_next * (sigma**2 - sigma_next**2) ** 0.5 / sigma
+        return mean + std * noise(sigma, sigma_next)
+
+    noise = noise_sampler_for(x, generator, noise_sampler)
+    return _denoise_then_step(denoiser, x, sigmas, step, extra_args=extra_args, callback=callback, noise=noise,
+                              progress=progress)

@@ -1,0 +1,260 @@
+"""One front door to the samplers: a sigma grid, initial noise and a sampler chosen by name.
+
+``sample(denoiser, shape)`` does what a pipeline does around a sampler:
+
+1. builds the sigma grid (ending in 0) from the denoiser's training schedule (``sigmas_for``):
+   ``"karras"`` (Karras et al. 2022, eq. 5) and ``"exponential"`` are continuous grids between
+   ``sigma_min`` and ``sigma_max``; ``"linspace"``, ``"leading"`` and ``"trailing"`` are the discrete
+   timestep grids of diffusers (Lin et al. 2023, Table 2), mapped to sigma through ``alphas_cumprod``;
+2. draws the initial noise at ``sigmas[0]``, see ``INIT_NOISE`` below;
+3. runs the sampler, a plain function from :mod:`diffusion_internals.samplers`.
+
+The names users know from UI menus ("DPM++ 2M Karras", "Euler a", ...) are a sampler plus a grid
+(``NAMED_SAMPLERS``, ``resolve``, ``sample_by_name``); ``diffusers_scheduler`` builds diffusers'
+scheduler for the same name, following the mapping in diffusers' scheduler overview.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import torch
+
+from diffusion_internals import samplers, schedules
+from diffusion_internals.noise import Generators, randn_like
+from diffusion_internals.samplers.common import Callback, Denoiser
+
+__all__ = [
+    "SAMPLERS",
+    "SCHEDULES",
+    "INIT_NOISE",
+    "NAMED_SAMPLERS",
+    "Recipe",
+    "sigmas_for",
+    "sample",
+    "resolve",
+    "sample_by_name",
+    "diffusers_scheduler",
+    "diffusers_sigmas",
+]
+
+SAMPLERS = {
+    "ddpm": samplers.sample_ddpm,
+    "ddim": samplers.sample_ddim,
+    "euler": samplers.sample_euler,
+    "euler_ancestral": samplers.sample_euler_ancestral,
+    "heun": samplers.sample_heun,
+    "dpm2": samplers.sample_dpm2,
+    "lms": samplers.sample_lms,
+    "dpmpp_2m": samplers.sample_dpmpp_2m,
+    "dpmpp_2s_ancestral": samplers.sample_dpmpp_2s_ancestral,
+    "dpmpp_2m_sde": samplers.sample_dpmpp_2m_sde,
+    "dpmpp_3m_sde": samplers.sample_dpmpp_3m_sde,
+    "unipc": samplers.sample_unipc,
+}
+CONTINUOUS_SCHEDULES = ("karras", "exponential")
+SCHEDULES = CONTINUOUS_SCHEDULES + schedules.TIMESTEP_SPACINGS
+
+# Where the initial noise starts, x = scale * z with z ~ N(0, I):
+#   "vp": scale = sqrt(1 + sigma_0^2). diffusers draws z as the VP sample x_T = sqrt(abar) x0 + sqrt(1 - abar) eps
+#         and x = x_T / sqrt(abar); this is the exact marginal std of x0 + sigma_0 eps for unit-variance data.
+#   "ve": scale = sigma_0, as k-diffusion and EDM (Karras et al. 2022, Algorithm 1 line 1): x0 is neglected.
+# The default (None) is "vp" for a denoiser with a discrete training schedule (alphas_cumprod), as diffusers'
+# DDPM/DDIM/DPM-Solver/UniPC schedulers; "ve" otherwise. (diffusers' Euler-type schedulers use "ve" with
+# timestep_spacing "linspace" or "trailing" and "vp" with "leading": see their init_noise_sigma.)
+INIT_NOISE = ("vp", "ve")
+
+
+class Recipe(NamedTuple):
+    """A UI sampler name as a sampler of SAMPLERS, a schedule of SCHEDULES and sampler options."""
+
+    sampler: str
+    schedule: str
+    options: Mapping[str, Any]
+
+
+# The menu names of A1111 / ComfyUI-style UIs. Names without "Karras" use the model's own timestep grid;
+# "linspace" (iDDPM spacing) is the closest of ours to k-diffusion's get_sigmas, which samples the same
+# grid in t without rounding. DDIM and DDPM use "leading", diffusers' (and the DDIM paper's) spacing.
+NAMED_SAMPLERS: dict[str, Recipe] = {
+    "Euler": Recipe("euler", "linspace", {}),
+    "Euler a": Recipe("euler_ancestral", "linspace", {}),
+    "Heun": Recipe("heun", "linspace", {}),
+    "DPM2": Recipe("dpm2", "linspace", {}),
+    "LMS": Recipe("lms", "linspace", {}),
+    "LMS Karras": Recipe("lms", "karras", {}),
+    "DPM++ 2M": Recipe("dpmpp_2m", "linspace", {}),
+    "DPM++ 2M Karras": Recipe("dpmpp_2m", "karras", {}),
+    "DPM++ 2M SDE": Recipe("dpmpp_2m_sde", "linspace", {}),
+    "DPM++ 2M SDE Karras": Recipe("dpmpp_2m_sde", "karras", {}),
+    "DPM++ 2S a": Recipe("dpmpp_2s_ancestral", "linspace", {}),
+    "DPM++ 2S a Karras": Recipe("dpmpp_2s_ancestral", "karras", {}),
+    "DPM++ 3M SDE": Recipe("dpmpp_3m_sde", "linspace", {}),
+    "DPM++ 3M SDE Karras": Recipe("dpmpp_3m_sde", "karras", {}),
+    "DPM++ 3M SDE Exponential": Recipe("dpmpp_3m_sde", "exponential", {}),
+    "DDIM": Recipe("ddim", "leading", {"eta": 0.0}),
+    "DDPM": Recipe("ddpm", "leading", {}),
+    "UniPC": Recipe("unipc", "linspace", {"order": 2, "variant": "bh2"}),
+}
+
+# diffusers' scheduler overview ("A1111/k-diffusion -> Diffusers"): class name and constructor overrides.
+_DIFFUSERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "Euler": ("EulerDiscreteScheduler", {}),
+    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "Heun": ("HeunDiscreteScheduler", {}),
+    "DPM2": ("KDPM2DiscreteScheduler", {}),
+    "LMS": ("LMSDiscreteScheduler", {}),
+    "LMS Karras": ("LMSDiscreteScheduler", {"use_karras_sigmas": True}),
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler",
+                        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "DPM++ 2M SDE": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+    "DPM++ 2M SDE Karras": ("DPMSolverMultistepScheduler",
+                            {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "DDIM": ("DDIMScheduler", {}),
+    "DDPM": ("DDPMScheduler", {}),
+    "UniPC": ("UniPCMultistepScheduler", {"solver_order": 2, "solver_type": "bh2", "predict_x0": True}),
+}
+# Why the other samplers of the registry have none, by sampler.
+_NO_DIFFUSERS = {
+    "dpmpp_2s_ancestral": "the overview lists none (DPMSolverSinglestepScheduler is related but deterministic)",
+    "dpmpp_3m_sde": "DPMSolverMultistepScheduler(solver_order=3, algorithm_type='sde-dpmsolver++') weights the "
+                    "second difference differently from k-diffusion's DPM++ 3M SDE",
+}
+# Grid switches that a config may carry over from another scheduler; a name without them turns them off.
+_GRID_SWITCHES = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
+
+
+def _check_steps(steps: int) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    return steps
+
+
+def sigmas_for(denoiser: Denoiser, steps: int, *, schedule: str = "karras", sigma_min: float | None = None,
+               sigma_max: float | None = None, rho: float = 7.0) -> torch.Tensor:
+    """The float64 sigma grid of `steps` steps ending in 0 (Karras et al. 2022, eq. 5; Lin et al. 2023, Table 2)."""
+    steps = _check_steps(steps)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+    if schedule != "karras" and rho != 7.0:
+        raise ValueError(f"rho is only used by schedule='karras'; got rho={rho!r} with schedule={schedule!r}")
+    alphas_cumprod = getattr(denoiser, "alphas_cumprod", None)
+    if schedule in schedules.TIMESTEP_SPACINGS:
+        if sigma_min is not None or sigma_max is not None:
+            raise ValueError(f"sigma_min and sigma_max are only used by the continuous schedules "
+                             f"{list(CONTINUOUS_SCHEDULES)}; schedule={schedule!r} takes the training timesteps "
+                             f"(got sigma_min={sigma_min!r}, sigma_max={sigma_max!r})")
+        if not isinstance(alphas_cumprod, torch.Tensor):
+            raise ValueError(f"schedule={schedule!r} needs a denoiser with a discrete training schedule (an "
+                             f"alphas_cumprod attribute, e.g. DiscreteDenoiser); {type(denoiser).__name__} has "
+                             f"none: use one of {list(CONTINUOUS_SCHEDULES)}")
+        timesteps = schedules.inference_timesteps(len(alphas_cumprod), steps, schedule)
+        return schedules.sigmas_from_timesteps(timesteps, alphas_cumprod)
+    sigma_min = getattr(denoiser, "sigma_min", None) if sigma_min is None else sigma_min
+    sigma_max = getattr(denoiser, "sigma_max", None) if sigma_max is None else sigma_max
+    if sigma_min is None or sigma_max is None:
+        raise ValueError(f"schedule={schedule!r} needs sigma_min and sigma_max: {type(denoiser).__name__} has no "
+                         f"training schedule to take them from; got sigma_min={sigma_min!r}, "
+                         f"sigma_max={sigma_max!r}")
+    if schedule == "karras":
+        return schedules.sigmas_karras(steps, float(sigma_min), float(sigma_max), rho=rho)
+    return schedules.sigmas_exponential(steps, float(sigma_min), float(sigma_max))
+
+
+def sample(
+    denoiser: Denoiser,
+    shape: Sequence[int],
+    *,
+    sampler: str = "dpmpp_2m",
+    steps: int = 20,
+    schedule: str = "karras",
+    generator: Generators = None,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+    rho: float = 7.0,
+    init_noise: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+    extra_args: dict | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> torch.Tensor:
+    """Draw x ~ N(0, scale^2 I) at sigmas[0] and run a sampler down the grid (Karras et al. 2022, Algorithm 1)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
+    if init_noise not in (None, *INIT_NOISE):
+        raise ValueError(f"init_noise must be None (automatic) or one of {list(INIT_NOISE)}, got {init_noise!r}")
+    if isinstance(shape, torch.Size) or (isinstance(shape, Sequence) and not isinstance(shape, str)):
+        shape = tuple(shape)
+    if not isinstance(shape, tuple) or not shape or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape):
+        raise ValueError(f"shape must be a non-empty sequence of ints >= 1, (B, ...), got {shape!r}")
+    sigmas = sigmas_for(denoiser, steps, schedule=schedule, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
+    if init_noise is None:
+        init_noise = "vp" if isinstance(getattr(denoiser, "alphas_cumprod", None), torch.Tensor) else "ve"
+    sigma_0 = float(sigmas[0])
+    scale = math.sqrt(1 + sigma_0**2) if init_noise == "vp" else sigma_0
+    x = randn_like(torch.empty(shape, dtype=dtype, device=device), generator) * scale  # (B, ...)
+    return SAMPLERS[sampler](denoiser, x, sigmas.to(x.device), extra_args=extra_args, callback=callback,
+                             generator=generator, progress=progress, **options)
+
+
+def resolve(name: str) -> Recipe:
+    """The (sampler, schedule, options) behind a UI sampler name such as "DPM++ 2M Karras"."""
+    if name not in NAMED_SAMPLERS:
+        raise ValueError(f"name must be one of {list(NAMED_SAMPLERS)}, got {name!r}")
+    recipe = NAMED_SAMPLERS[name]
+    return Recipe(recipe.sampler, recipe.schedule, dict(recipe.options))
+
+
+def sample_by_name(denoiser: Denoiser, shape: Sequence[int], name: str, *, steps: int = 20,
+                   **kwargs: Any) -> torch.Tensor:
+    """sample() with the sampler, schedule and options of a UI name; kwargs go to sample() and the sampler."""
+    recipe = resolve(name)
+    for key in ("sampler", "schedule"):
+        if key in kwargs:
+            raise ValueError(f"{key} is set by the name {name!r} ({getattr(recipe, key)!r}); got {key}="
+                             f"{kwargs[key]!r}: call sample() to choose it yourself")
+    return sample(denoiser, shape, sampler=recipe.sampler, schedule=recipe.schedule, steps=steps,
+                  **{**recipe.options, **kwargs})
+
+
+def diffusers_scheduler(name: str, config: Any) -> Any:
+    """diffusers' scheduler for a UI sampler name, from a scheduler or its config (diffusers' scheduler overview)."""
+    sampler = resolve(name).sampler  # unknown names raise, listing the known ones
+    if name not in _DIFFUSERS:
+        raise ValueError(f"diffusers has no scheduler equivalent to {name!r}: {_NO_DIFFUSERS[sampler]}. "
+                         f"Names with one: {list(_DIFFUSERS)}")
+    import diffusers
+
+    if hasattr(config, "config") and isinstance(config.config, Mapping):  # a scheduler instance
+        config = config.config
+    if not isinstance(config, Mapping):
+        raise ValueError(f"config must be a diffusers scheduler or its config (a mapping), got "
+                         f"{type(config).__name__}")
+    class_name, overrides = _DIFFUSERS[name]
+    cls = getattr(diffusers, class_name)
+    accepted = inspect.signature(cls.__init__).parameters
+    # Keep only what this class takes: from_config would store the other keys (a DPM-Solver config's
+    # solver_order, say) in the new scheduler's config, where they mean nothing.
+    config = {key: value for key, value in config.items() if key in accepted}
+    switches = {key: False for key in _GRID_SWITCHES if key in accepted}
+    return cls.from_config({**config, **switches, **overrides})
+
+
+def diffusers_sigmas(scheduler: Any) -> torch.Tensor:
+    """The sigma grid of a diffusers scheduler after set_timesteps, float64, ending in 0 (Karras et al. 2022, Table 1)."""
+    timesteps = getattr(scheduler, "timesteps", None)
+    if getattr(scheduler, "num_inference_steps", None) is None or timesteps is None:
+        raise ValueError(f"scheduler must be a diffusers scheduler after set_timesteps(), got "
+                         f"{type(scheduler).__name__} without inference timesteps")
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is None:  # DDIM, DDPM: the training sigma at each inference timestep
+        return schedules.sigmas_from_timesteps(timesteps, scheduler.alphas_cumprod.double())
+    sigmas = torch.unique_consecutive(sigmas.double())  # Heun and DPM2 repeat every inner sigma
+    # A final sigma of sigma_min (final_sigmas_type="sigma_min") gets one more step, to 0.
+    return sigmas if sigmas[-1] == 0 else torch.cat([sigmas, sigmas.new_zeros(1)])

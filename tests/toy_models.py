@@ -1,0 +1,67 @@
+"""Toy "trained networks" built from an exact denoiser, for tests that need a discrete-time model.
+
+A perfect network trained on a VP schedule with training sigmas ``sigma_t = sqrt((1 - abar_t) / abar_t)``
+sees ``x_in = x / sqrt(1 + sigma_t^2)`` (x in the VE view, x = x0 + sigma_t eps) and predicts
+
+* eps = (x - D(x, sigma_t)) / sigma_t,
+* v   = sqrt(abar_t) eps - sqrt(1 - abar_t) x0_hat   (Salimans & Ho 2022, Sec. 4),
+* x0  = D(x, sigma_t),
+
+where D is the exact denoiser of the data. Fractional ``t`` is mapped to sigma linearly in log sigma
+between neighbouring training steps (k-diffusion's DiscreteSchedule.t_to_sigma); integer ``t`` indexes
+the schedule. Written here independently of ``diffusion_internals.denoisers.DiscreteDenoiser``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+TARGETS = ("epsilon", "v_prediction", "sample")
+
+
+def _sigma_at(t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Training sigma at integer t, or log-linear between the neighbours of fractional t; float64 (B,)."""
+    a = alphas_cumprod.to(torch.float64)
+    sigmas = ((1 - a) / a).sqrt()  # (T,)
+    t = torch.as_tensor(t).to("cpu")
+    if not t.dtype.is_floating_point:
+        return sigmas[t]
+    t = t.to(torch.float64)
+    low = t.floor().long()
+    high = t.ceil().long()
+    frac = t - low
+    log_sigma = torch.where(low == high, sigmas[low].log(), (1 - frac) * sigmas[low].log() + frac * sigmas[high].log())
+    return log_sigma.exp()
+
+
+def model_from_denoiser(denoiser: Callable[..., torch.Tensor], alphas_cumprod: torch.Tensor, *,
+                        prediction_type: str = "epsilon") -> Callable[..., torch.Tensor]:
+    """A perfect discrete-time network model(x_in, t, **cond) -> eps, v or x0 for the data of an exact denoiser."""
+    if prediction_type not in TARGETS:
+        raise ValueError(f"prediction_type must be one of {list(TARGETS)}, got {prediction_type!r}")
+
+    def model(x_in: torch.Tensor, t: torch.Tensor, **cond: Any) -> torch.Tensor:
+        sigma = _sigma_at(t, alphas_cumprod).to(x_in.device).reshape(-1).expand(x_in.shape[0])  # (B,)
+        if not bool(torch.isfinite(sigma).all()):
+            raise ValueError(f"the toy model is not defined at sigma = inf (t = {t.tolist()})")
+        s = sigma.reshape((-1,) + (1,) * (x_in.ndim - 1))  # (B,) -> (B, 1, ..., 1)
+        x = x_in.to(torch.float64) * (1 + s**2).sqrt()  # back to the VE view
+        x0 = denoiser(x, sigma, **cond).to(torch.float64)
+        if prediction_type == "sample":
+            return x0.to(x_in.dtype)
+        eps = (x - x0) / s
+        if prediction_type == "epsilon":
+            return eps.to(x_in.dtype)
+        abar = 1 / (1 + s**2)
+        return (abar.sqrt() * eps - (1 - abar).sqrt() * x0).to(x_in.dtype)
+
+    return model
+
+
+def eps_model_from_denoiser(denoiser: Callable[..., torch.Tensor],
+                            alphas_cumprod: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """A perfect eps network: eps(x_in, t, **cond) = (x - D(x, sigma_t)) / sigma_t with x = x_in sqrt(1 + sigma_t^2)."""
+    return model_from_denoiser(denoiser, alphas_cumprod, prediction_type="epsilon")
