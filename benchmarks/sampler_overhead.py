@@ -3,9 +3,9 @@
 The network returns a fixed tensor instantly, so what is timed is everything else a sampler does:
 the eps -> x0 conversion, the update, the noise. Latent (4, 4, 64, 64), float32, CPU. Each sampler
 runs `--steps` steps on the grid of its diffusers counterpart (diffusers' own sigmas, ending in 0),
-`--repeats` times after one warm-up run, the implementations taking turns; the table gives the
-median milliseconds per step (per sigma interval: Heun, DPM2 and DPM++ 2S a call the network twice
-in it, diffusers' Heun/DPM2 call step() twice).
+`--repeats` times after one warm-up run, the implementations taking turns in a rotating order; the
+table gives the median milliseconds per step (per sigma interval: Heun, DPM2 and DPM++ 2S a call the
+network twice in it, diffusers' Heun/DPM2 call step() twice).
 
 Columns:
   ours       sampler(DiscreteDenoiser(eps_model), x, sigmas): the whole loop, as diffusers' is
@@ -60,14 +60,17 @@ K_NOISY = {"sample_euler_ancestral", "sample_dpmpp_2s_ancestral", "sample_dpmpp_
 
 def interleaved_ms_per_step(runs: dict[str, Callable[[], object]], steps: int, repeats: int) -> dict[str, float]:
     """Median wall time per step (ms) of each run, after one warm-up each; the runs take turns within
-    every repeat, so a load that comes and goes on the machine hits all of them alike."""
+    every repeat, so a load that comes and goes on the machine hits all of them alike, and the turn order
+    rotates from one repeat to the next, so no run always follows the same one (a run that follows a
+    heavier one finds colder caches: up to 20% slower here)."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     for name, run in runs.items():
         run()
-    for _ in range(repeats):
-        for name, run in runs.items():
+    names = list(runs)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
             start = time.perf_counter()
-            run()
+            runs[name]()
             times[name].append(time.perf_counter() - start)
     return {name: 1e3 * statistics.median(ts) / steps for name, ts in times.items()}
 

@@ -11,6 +11,9 @@ estimate of ``x0`` with the shape and dtype of ``x``.
   sampler and guidance rule can be checked against the truth.
 
 Schedule arithmetic is done in float64; results are cast back to the dtype of ``x``.
+:class:`DiscreteDenoiser` keeps float64 for its per-sample coefficients (``t``, ``c_in``, ``c_out``) and
+works on the ``(B, ...)`` tensors in the dtype of ``x``, as k-diffusion does: one pass for ``c_in x``, one
+for ``x0_hat``.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from diffusion_internals.broadcast import broadcast_like
 from diffusion_internals.noise import randn_like
-from diffusion_internals.parameterization import x0_from_eps, x0_from_v
-from diffusion_internals.schedules import alphas_cumprod_from_sigmas, sigmas_from_alphas_cumprod
+from diffusion_internals.schedules import sigmas_from_alphas_cumprod
 
 __all__ = ["Denoiser", "DiscreteDenoiser", "GaussianDenoiser", "GaussianMixtureDenoiser", "gaussian_ode_solution"]
 
@@ -46,7 +49,7 @@ def _sigma_like(sigma: float | torch.Tensor, x: torch.Tensor, *, name: str = "si
     if isinstance(x, torch.Tensor) and not x.dtype.is_floating_point:
         raise ValueError(f"x must be a floating-point tensor of shape (B, ...), got dtype {x.dtype}")
     s = broadcast_like(sigma, x, name=name)
-    if not bool((torch.isfinite(s) & (s >= 0)).all()):
+    if not all(0 <= value < math.inf for value in s.reshape(-1).tolist()):  # B python floats; NaN fails too
         raise ValueError(f"{name} must be finite and >= 0, got {s.flatten().tolist()} (a zero-terminal-SNR "
                          f"schedule has sigma_max = inf, where x = x0 + sigma * eps is not defined)")
     return s
@@ -146,18 +149,23 @@ class DiscreteDenoiser:
         sigma = torch.as_tensor(sigma, dtype=torch.float64)
         if not bool((sigma >= 0).all()):  # also catches NaN
             raise ValueError(f"sigma must be >= 0, got {sigma.flatten()[:8].tolist()}")
-        log_sigmas = self.log_sigmas.to(sigma.device)  # (T,)
-        log_sigma = sigma.log()
-        # low = the last training step with log_sigmas[low] <= log_sigma, kept in [0, T - 2].
-        low = (torch.searchsorted(log_sigmas, log_sigma.reshape(-1), right=True) - 1).clamp(0, len(log_sigmas) - 2)
-        low = low.reshape(sigma.shape)
-        lo, hi = log_sigmas[low], log_sigmas[low + 1]
-        # Outside [sigma_min, sigma_max] t is clamped to [0, T - 1]. On a zero-terminal-SNR schedule
-        # hi = inf on the last interval, so every finite sigma above sigmas[T - 2] gets t = T - 2.
-        w = torch.where(log_sigma >= hi, 1.0, torch.where(log_sigma <= lo, 0.0, (log_sigma - lo) / (hi - lo)))
-        if self.quantize:  # the nearest training sigma in log sigma; ties go to the lower t, as k-diffusion
-            return torch.where(w <= 0.5, low, low + 1)
-        return low + w
+        return torch.as_tensor(self._t_from_checked_sigma(sigma), device=sigma.device)
+
+    def _t_from_checked_sigma(self, sigma: torch.Tensor) -> np.ndarray:
+        """sigma_to_t as a numpy array, for a float64 sigma already known to be >= 0 (__call__ checks it once)."""
+        # A handful of values: numpy on the CPU costs a fraction of the same chain of small torch ops.
+        log_sigma = sigma.detach().log().cpu().numpy()  # the shape of sigma
+        log_sigmas = self.log_sigmas.numpy()  # (T,), ascending
+        if self.quantize:  # the nearest training sigma in log sigma; ties go to the lower t, as k-diffusion's argmin
+            # low = the last training step with log_sigmas[low] <= log_sigma, kept in [0, T - 2].
+            low = np.clip(np.searchsorted(log_sigmas, log_sigma, side="right") - 1, 0, len(log_sigmas) - 2)
+            with np.errstate(invalid="ignore"):  # sigma = inf on a zero-terminal-SNR schedule: inf - inf, not nearer
+                nearer_low = log_sigma - log_sigmas[low] <= log_sigmas[low + 1] - log_sigma
+            return np.where(nearer_low, low, low + 1)
+        # Linear in log sigma between neighbours, t clamped to [0, T - 1] outside [sigma_min, sigma_max]. On a
+        # zero-terminal-SNR schedule log_sigmas[T - 1] = inf, so the last interval has slope 0: every finite
+        # sigma above sigmas[T - 2] gets t = T - 2, and sigma = inf gets t = T - 1.
+        return np.asarray(np.interp(log_sigma, log_sigmas, np.arange(len(log_sigmas), dtype=np.float64)))
 
     def t_to_sigma(self, t: float | torch.Tensor) -> torch.Tensor:
         """Sigma at a possibly fractional timestep, linear in log sigma between neighbours (k-diffusion)."""
@@ -177,29 +185,28 @@ class DiscreteDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor, **cond: Any) -> torch.Tensor:
         """x0_hat from the network's eps, v or x0 at t = sigma_to_t(sigma) (Karras et al. 2022, eq. 7 and Table 1)."""
-        s = _sigma_like(sigma, x)  # (B or 1, 1, ..., 1)
-        sigma_b = s.reshape(-1).expand(x.shape[0])  # (B,)
-        # The VP view of the same point: alpha_bar = 1 / (1 + sigma^2) and x_t = c_in * x = sqrt(alpha_bar) x.
-        alpha_bar = alphas_cumprod_from_sigmas(sigma_b)  # (B,)
-        x_t = x.to(torch.float64) * broadcast_like(alpha_bar.sqrt(), x)  # (B, ...)
+        s = _sigma_like(sigma, x)  # float64, (B or 1, 1, ..., 1)
         dtype, device = _model_dtype_device(self.model, x)
         # t is float (k-diffusion's continuous t) or int64 when quantized; diffusers UNets take either.
         # float32 suffices for t <= 1000 in a timestep embedding; float64 models get float64 t.
         t_dtype = torch.long if self.quantize else (torch.float64 if dtype == torch.float64 else torch.float32)
-        t = self.sigma_to_t(sigma_b).to(device=device, dtype=t_dtype)  # (B,)
+        t = torch.as_tensor(self._t_from_checked_sigma(s.reshape(-1).expand(x.shape[0])), dtype=t_dtype, device=device)
+        # The VP view of the same point: alpha_bar = 1 / (1 + sigma^2) and x_t = c_in x = sqrt(alpha_bar) x.
+        c_in = (1 + s**2).rsqrt()  # float64, (B or 1, 1, ..., 1)
+        x_t = x * c_in.to(x.dtype)  # (B, ...)
         output = _unwrap_output(self.model(x_t.to(device=device, dtype=dtype), t, **cond))
         if output.shape != x.shape:
             raise ValueError(f"model output has shape {tuple(output.shape)}, expected the shape of x, "
                              f"{tuple(x.shape)} (split a learned variance off the channels first)")
-        output = output.to(device=x.device, dtype=torch.float64)
-        # In VE terms: eps gives x0 = x - sigma eps; v gives x0 = x / (sigma^2 + 1) - sigma v / sqrt(sigma^2 + 1).
+        output = output.to(device=x.device, dtype=x.dtype)
+        # In VE terms (Karras et al. 2022, Table 1): eps gives x0 = x - sigma eps, v gives
+        # x0 = c_skip x - c_out v with c_skip = 1 / (sigma^2 + 1) = c_in^2 and c_out = sigma / sqrt(sigma^2 + 1).
         if self.prediction_type == "epsilon":
-            x0_hat = x0_from_eps(x_t, output, alpha_bar)
-        elif self.prediction_type == "v_prediction":
-            x0_hat = x0_from_v(x_t, output, alpha_bar)
-        else:
-            x0_hat = output
-        return x0_hat.to(x.dtype)
+            return torch.addcmul(x, s.to(x.dtype), output, value=-1)  # x - sigma * eps, one pass
+        if self.prediction_type == "v_prediction":
+            c_skip, c_out = c_in**2, s * c_in
+            return torch.addcmul(x * c_skip.to(x.dtype), c_out.to(x.dtype), output, value=-1)  # c_skip x - c_out v
+        return output
 
 
 # ----------------------------------------------------------------------------- exact denoisers for toy data

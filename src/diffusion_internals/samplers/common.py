@@ -5,6 +5,7 @@ denoiser D(x, sigma, **cond) returns an estimate of x0.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -88,7 +89,7 @@ def step_range(n: int, progress: bool) -> Iterable[int]:
 
 def denoise(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, extra_args: dict) -> torch.Tensor:
     """x0_hat = D(x, sigma), with the scalar sigma repeated to shape (B,) (k-diffusion's ``sigma * s_in``)."""
-    return denoiser(x, sigma * x.new_ones([x.shape[0]]), **extra_args)
+    return denoiser(x, x.new_full((x.shape[0],), float(sigma)), **extra_args)  # (B,), in the dtype of x
 
 
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
@@ -100,9 +101,11 @@ def ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float = 1
     """(sigma_down, sigma_up) with sigma_down^2 + sigma_up^2 = sigma_next^2; eta = 1 is DDPM's posterior noise (Song et al. 2021, eq. 16)."""
     if eta == 0:
         return sigma_next, torch.zeros_like(sigma_next)
-    sigma_up = torch.minimum(sigma_next, eta * (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2) ** 0.5)
-    sigma_down = (sigma_next**2 - sigma_up**2) ** 0.5
-    return sigma_down, sigma_up
+    # Two numbers: python floats (float64), where each 0-d tensor op would cost a torch dispatch.
+    s, s_next = float(sigma), float(sigma_next)
+    sigma_up = min(s_next, eta * math.sqrt(s_next**2 * (s**2 - s_next**2) / s**2))
+    sigma_down = math.sqrt(s_next**2 - sigma_up**2)
+    return sigma_next.new_tensor(sigma_down), sigma_next.new_tensor(sigma_up)
 
 
 def churn(
@@ -118,7 +121,7 @@ def churn(
     s_noise: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x_hat, sigma_hat): raise the noise level to sigma_hat = (1 + gamma) sigma (Algorithm 2 lines 4-6, Karras et al. 2022)."""
-    gamma = min(s_churn / n_steps, 2**0.5 - 1) if s_tmin <= sigma <= s_tmax else 0.0
+    gamma = min(s_churn / n_steps, 2**0.5 - 1) if s_churn > 0 and s_tmin <= sigma <= s_tmax else 0.0
     if gamma == 0:
         return x, sigma  # no draw: k-diffusion draws (and discards) one randn_like(x) every step
     sigma_hat = sigma * (1 + gamma)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from numpy.polynomial import Polynomial
 
 from diffusion_internals.noise import Generators
 from diffusion_internals.samplers.common import (
@@ -38,11 +37,12 @@ def lms_coefficients(sigmas: Sequence[float], i: int, order: int) -> list[float]
     h = float(sigmas[i + 1]) - float(sigmas[i])
     coefficients = []
     for j, node in enumerate(nodes):
-        basis = Polynomial([1.0])  # l_j(u) = prod over k != j of (u - u_k) / (u_j - u_k)
-        for other in nodes[:j] + nodes[j + 1 :]:
-            basis = basis * Polynomial([-other, 1.0]) / (node - other)
-        antiderivative = basis.integ()  # vanishes at u = 0
-        coefficients.append(float(antiderivative(h)))
+        # l_j(u) = prod over k != j of (u - u_k) / (u_j - u_k), as power coefficients [a_0, a_1, ...] of u^0, u^1, ...
+        basis = [1.0]
+        for other in nodes[:j] + nodes[j + 1 :]:  # multiply by (u - other) / (node - other)
+            basis = [(lower - other * same) / (node - other) for lower, same in zip([0.0, *basis], [*basis, 0.0])]
+        # The integral over [0, h] of sum_n a_n u^n is sum_n a_n h^(n + 1) / (n + 1).
+        coefficients.append(sum(a * h ** (n + 1) / (n + 1) for n, a in enumerate(basis)))
     return coefficients
 
 
@@ -70,8 +70,8 @@ def sample_lms(
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoise(denoiser, x, sigma, extra_args)
         ds = [to_d(x, sigma, denoised)] + ds[: order - 1]
-        coefficients = lms_coefficients(sigma_values, i, len(ds))
-        x = x + sum(c * d for c, d in zip(coefficients, ds))
+        for c, d in zip(lms_coefficients(sigma_values, i, len(ds)), ds):
+            x = x.add(d, alpha=c)  # x + c_j d_{i-j}, one pass over x per slope
         if callback is not None:
             callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
     return x
