@@ -10,6 +10,10 @@ Each module holds one piece of the math and points back to its chapter:
 - `sampling`: one front door, `sample(...)`, and the sampler names of UI menus mapped to ours and to diffusers' (chapter 4).
 - `guidance`: classifier-free guidance and its fixes as denoiser wrappers (chapter 5).
 - `noise`: per-sample reproducible noise.
+- `data`, `models`, `training`, `train` (CLI), `pretrained`, `classifier`, `metrics`, `evaluation`, `pipeline`:
+  the course's own small datasets, networks, trainer, committed checkpoints, FID and accuracy
+  measures, and a diffusers pipeline for them (chapters 2-7). Import them by name; they pull in
+  diffusers and scikit-learn, which the course extras install.
 - `grading`: checks with learner-readable messages, used by the assignments' hidden tests.
 """
 from importlib.metadata import PackageNotFoundError, version

@@ -102,7 +102,7 @@ def _model_dtype_device(model: Any, x: torch.Tensor) -> tuple[torch.dtype, torch
     return x.dtype, x.device
 
 
-def _unwrap_output(output: Any) -> torch.Tensor:
+def unwrap_output(output: Any) -> torch.Tensor:
     """The prediction in a model output: a tensor, diffusers' BaseOutput.sample, or the first of a tuple."""
     if isinstance(output, torch.Tensor):
         return output
@@ -194,7 +194,7 @@ class DiscreteDenoiser:
         # The VP view of the same point: alpha_bar = 1 / (1 + sigma^2) and x_t = c_in x = sqrt(alpha_bar) x.
         c_in = (1 + s**2).rsqrt()  # float64, (B or 1, 1, ..., 1)
         x_t = x * c_in.to(x.dtype)  # (B, ...)
-        output = _unwrap_output(self.model(x_t.to(device=device, dtype=dtype), t, **cond))
+        output = unwrap_output(self.model(x_t.to(device=device, dtype=dtype), t, **cond))
         if output.shape != x.shape:
             raise ValueError(f"model output has shape {tuple(output.shape)}, expected the shape of x, "
                              f"{tuple(x.shape)} (split a learned variance off the channels first)")

@@ -1,0 +1,218 @@
+"""Training a diffusion model: the simple loss, label dropout for CFG, EMA, loss per timestep bucket.
+
+One step (Ho et al. 2020, Algorithm 1): draw ``x0`` (and its label), ``t ~ U{0, ..., T-1}``,
+``eps ~ N(0, I)``; form ``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps``; regress the
+network's output on the target of its prediction type, eps, ``v = sqrt(alpha_bar) eps -
+sqrt(1 - alpha_bar) x0`` (Salimans & Ho 2022) or x0, with the mean squared error. A label is
+replaced by the null label with probability ``label_dropout`` (Ho & Salimans 2022, Algorithm 1), so
+one network learns both the conditional and the unconditional model.
+
+Reproducibility: weights are initialised after ``torch.manual_seed(seed)``, and every draw of the
+loop comes from one ``torch.Generator`` seeded with ``seed``, so a run is repeatable on the same
+machine, torch version and number of CPU threads (``torch.set_num_threads``; the CLI uses 1).
+Other thread counts or a GPU change the floating-point order of reductions, so the weights differ
+in the last bits and then drift apart; the metrics stay about the same.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from diffusion_internals import data
+from diffusion_internals.denoisers import PREDICTION_TYPES, unwrap_output
+from diffusion_internals.forward import q_sample
+from diffusion_internals.models import TimestepMLP, class_conditional_unet, null_label, num_parameters
+from diffusion_internals.parameterization import v_from_x0_eps
+from diffusion_internals.pretrained import alphas_cumprod_for
+from diffusion_internals.schedules import BETA_SCHEDULE_OPTIONS
+
+__all__ = ["PREDICTIONS", "FLAWS", "training_target", "train", "apply_flaw"]
+
+PREDICTIONS = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}  # short names -> diffusers' names
+
+# Deliberately flawed variants (Project C): what the saved configuration claims, against the truth.
+FLAWS = {
+    "claims-cosine": "trained on its own schedule, but training.json and scheduler_config.json claim schedule='cosine'",
+    "claims-v-prediction": "trained to predict eps, but training.json and scheduler_config.json claim "
+                           "prediction_type='v_prediction'",
+    "no-label-dropout": "trained with label_dropout=0: the null label's embedding is never trained, so the "
+                        "unconditional pass of classifier-free guidance is meaningless",
+}
+
+
+def training_target(prediction_type: str, x0: torch.Tensor, eps: torch.Tensor,
+                    alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The regression target: eps, v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0, or x0 (Ho et al. 2020; Salimans & Ho 2022)."""
+    if prediction_type == "epsilon":
+        return eps
+    if prediction_type == "v_prediction":
+        return v_from_x0_eps(x0, eps, alpha_bar)
+    if prediction_type == "sample":
+        return x0
+    raise ValueError(f"prediction_type must be one of {list(PREDICTION_TYPES)}, got {prediction_type!r}")
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    checks: dict[str, tuple[Callable[[Any], bool], str]] = {
+        "steps": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
+        "batch_size": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
+        "lr": (lambda v: isinstance(v, (int, float)) and 0 < v < math.inf, "a number > 0"),
+        "label_dropout": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number in [0, 1]"),
+        "ema": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1) (0 = no EMA)"),
+        "seed": (lambda v: isinstance(v, int) and v >= 0, "an int >= 0"),
+        "buckets": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
+        "warmup": (lambda v: isinstance(v, int) and v >= 0, "an int >= 0"),
+        "log_every": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
+    }
+    for name, (ok, allowed) in checks.items():
+        value = options[name]
+        if isinstance(value, bool) or not ok(value):
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _default_model(dataset: str, train_set: data.ImageData | None) -> torch.nn.Module:
+    if train_set is None:
+        return TimestepMLP(dim=2)
+    _, channels, height, _ = train_set.images.shape
+    return class_conditional_unet(in_channels=channels, sample_size=height, num_classes=train_set.num_classes)
+
+
+def train(
+    dataset: str,
+    *,
+    schedule: str = "cosine",
+    zero_snr: bool = False,
+    prediction_type: str = "epsilon",
+    steps: int = 4000,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    label_dropout: float = 0.1,
+    ema: float = 0.999,
+    seed: int = 0,
+    num_train_timesteps: int = 1000,
+    buckets: int = 10,
+    warmup: int = 100,
+    log_every: int = 100,
+    model: torch.nn.Module | None = None,
+    cifar10_root: str | None = None,
+    progress: bool = False,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train with the simple loss and label dropout, return (EMA model, record with config, loss log, metrics) (Ho et al. 2020, Algorithm 1)."""
+    _check_options(dict(steps=steps, batch_size=batch_size, lr=lr, label_dropout=label_dropout, ema=ema, seed=seed,
+                        buckets=buckets, warmup=warmup, log_every=log_every))
+    if schedule not in BETA_SCHEDULE_OPTIONS:
+        raise ValueError(f"schedule must be one of {sorted(BETA_SCHEDULE_OPTIONS)}, got {schedule!r}")
+    prediction_type = PREDICTIONS.get(prediction_type, prediction_type)
+    training_target(prediction_type, torch.zeros(1), torch.zeros(1), torch.ones(1))  # checks the name
+    if dataset in data.TOY_2D:
+        train_set = None
+    elif dataset in data.DATASETS:
+        train_set = data.load_dataset(dataset, split="train", root=cifar10_root)
+    else:
+        raise ValueError(f"dataset must be one of {list(data.DATASETS) + list(data.TOY_2D)}, got {dataset!r}")
+    config: dict[str, Any] = dict(dataset=dataset, schedule=schedule, zero_snr=bool(zero_snr),
+                                  num_train_timesteps=num_train_timesteps, prediction_type=prediction_type)
+    alphas_cumprod = alphas_cumprod_for(config).to(torch.float32)  # (T,)
+
+    torch.manual_seed(seed)  # diffusers initialises weights from the global generator
+    model = _default_model(dataset, train_set) if model is None else model
+    null = null_label(model)
+    if train_set is not None and null is None:
+        raise ValueError("model must be class-conditional (num_class_embeds = classes + 1) for an image data set")
+    model.train()
+    ema_model = copy.deepcopy(model).requires_grad_(False) if ema > 0 else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    # Linear warm-up, then cosine decay to 0 (Loshchilov & Hutter 2017).
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / (warmup + 1)) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, max(0, i - warmup) / max(1, steps - warmup)))))
+    g = torch.Generator().manual_seed(seed)
+    log: dict[str, list] = {"step": [], "loss": [], "loss_by_bucket": []}
+    window_sum, window_count = torch.zeros(buckets, dtype=torch.float64), torch.zeros(buckets, dtype=torch.float64)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=f"{dataset} {schedule} {prediction_type}")
+    start = time.perf_counter()
+    for step in range(steps):
+        if train_set is None:
+            x0, labels = data.toy_2d(dataset, batch_size, generator=g), None
+        else:
+            index = torch.randint(0, len(train_set.labels), (batch_size,), generator=g)
+            x0, labels = train_set.images[index], train_set.labels[index]  # (B, C, H, W), (B,)
+            dropped = torch.rand(batch_size, generator=g) < label_dropout
+            labels = torch.where(dropped, torch.full_like(labels, null), labels)
+        t = torch.randint(0, num_train_timesteps, (batch_size,), generator=g)  # (B,)
+        eps = torch.randn(x0.shape, generator=g)
+        x_t = q_sample(x0, t, alphas_cumprod, eps)
+        target = training_target(prediction_type, x0, eps, alphas_cumprod[t])
+        cond = {} if labels is None else {"class_labels": labels}
+        output = unwrap_output(model(x_t, t, **cond))
+        per_sample = (output - target).pow(2).reshape(batch_size, -1).mean(1)  # (B,)
+        loss = per_sample.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        if ema > 0:  # diffusers' EMAModel warm-up: copy at the first step, then min(ema, (1 + n) / (10 + n))
+            decay = min(ema, (1 + step) / (10 + step)) if step > 0 else 0.0
+            with torch.no_grad():
+                for p_ema, p in zip(ema_model.parameters(), model.parameters()):
+                    p_ema.lerp_(p, 1 - decay)
+        bucket = t * buckets // num_train_timesteps  # (B,) in [0, buckets - 1]
+        window_sum.index_add_(0, bucket, per_sample.detach().double())
+        window_count.index_add_(0, bucket, torch.ones(batch_size, dtype=torch.float64))
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            by_bucket = (window_sum / window_count.clamp_min(1)).tolist()
+            log["step"].append(step + 1)
+            log["loss"].append(float(window_sum.sum() / window_count.sum()))
+            log["loss_by_bucket"].append([round(v, 6) for v in by_bucket])
+            window_sum.zero_()
+            window_count.zero_()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    if bar is not None:
+        bar.close()
+
+    ema_model.eval()
+    record = {
+        **config,
+        "steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr, "lr_schedule": f"linear warm-up {warmup} "
+        "steps, then cosine decay to 0", "optimizer": "AdamW(weight_decay=0), grad-norm clip 1.0",
+        "label_dropout": label_dropout if train_set is not None else None, "ema": ema,
+        "num_classes": None if train_set is None else train_set.num_classes, "null_label": null,
+        "parameters": num_parameters(model), "wall_clock_s": round(time.perf_counter() - start, 1),
+        "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
+        "metrics": {"train_loss": log["loss"][-1], "train_loss_by_bucket": log["loss_by_bucket"][-1],
+                    "buckets": f"{buckets} equal ranges of t in [0, {num_train_timesteps - 1}], lowest first"},
+        "history": log,
+    }
+    return ema_model, record
+
+
+def apply_flaw(record: dict[str, Any], flaw: str) -> dict[str, Any]:
+    """The record with the saved configuration made wrong as FLAWS[flaw] says, the truth kept under record['flaw']."""
+    if flaw not in FLAWS:
+        raise ValueError(f"flaw must be one of {list(FLAWS)}, got {flaw!r}")
+    record = dict(record)
+    actual = {key: record[key] for key in ("schedule", "prediction_type", "label_dropout")}
+    if flaw == "claims-cosine":
+        if record["schedule"] == "cosine":
+            raise ValueError("flaw='claims-cosine' needs a model trained on another schedule, got schedule='cosine'")
+        record["schedule"] = "cosine"
+    elif flaw == "claims-v-prediction":
+        if record["prediction_type"] != "epsilon":
+            raise ValueError(f"flaw='claims-v-prediction' needs an eps model, got {record['prediction_type']!r}")
+        record["prediction_type"] = "v_prediction"
+    elif record["label_dropout"] not in (0, 0.0):  # no-label-dropout is a training choice, checked here
+        raise ValueError(f"flaw='no-label-dropout' needs label_dropout=0, got {record['label_dropout']}")
+    record["flaw"] = {"name": flaw, "description": FLAWS[flaw], "actual": actual}
+    return record
