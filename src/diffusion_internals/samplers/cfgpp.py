@@ -20,6 +20,7 @@ from diffusion_internals.samplers.common import (
     check_eta,
     check_sigmas,
     noise_sampler_for,
+    noise_up,
     step_range,
 )
 
@@ -45,16 +46,14 @@ def sample_ddim_cfgpp(
     sigmas = check_sigmas(sigmas)
     eta = check_eta(eta)
     extra_args = extra_args or {}
-    noise = noise_sampler_for(x, generator, noise_sampler) if eta > 0 else None
+    noise = noise_sampler_for(x, generator, noise_sampler) if eta > 0 else None  # eta = 0 draws nothing
     s_in = x.new_ones(x.shape[0])  # (B,)
     for i in step_range(len(sigmas) - 1, progress):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         guided, uncond = denoiser.guided_and_uncond(x, sigma * s_in, **extra_args)
         eps_uncond = (x - uncond) / broadcast_like(sigma, x).to(x.dtype)  # renoise direction
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
-        x = guided + sigma_down * eps_uncond
-        if noise is not None and sigma_next > 0:
-            x = x + noise(sigma, sigma_next) * sigma_up
+        x = noise_up(guided + sigma_down * eps_uncond, sigma_up, noise, sigma, sigma_next)
         if callback is not None:
             callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=guided)
     return x

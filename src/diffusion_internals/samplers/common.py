@@ -19,6 +19,7 @@ __all__ = [
     "Denoiser",
     "Callback",
     "check_sigmas",
+    "noise_up",
     "check_eta",
     "check_nonnegative",
     "check_churn",
@@ -106,6 +107,20 @@ def ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float = 1
     sigma_up = min(s_next, eta * math.sqrt(s_next**2 * (s**2 - s_next**2) / s**2))
     sigma_down = math.sqrt(s_next**2 - sigma_up**2)
     return sigma_next.new_tensor(sigma_down), sigma_next.new_tensor(sigma_up)
+
+
+def noise_up(
+    x: torch.Tensor,
+    sigma_up: torch.Tensor,
+    noise: NoiseSampler,
+    sigma: torch.Tensor,
+    sigma_next: torch.Tensor,
+    s_noise: float = 1.0,
+) -> torch.Tensor:
+    """x + sigma_up * s_noise * z, the noise half of an ancestral step (no draw when sigma_up = 0)."""
+    if sigma_up > 0:
+        return x + sigma_up * s_noise * noise(sigma, sigma_next)
+    return x
 
 
 def churn(

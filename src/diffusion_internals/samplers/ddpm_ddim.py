@@ -42,6 +42,7 @@ from diffusion_internals.samplers.common import (
     check_sigmas,
     denoise,
     noise_sampler_for,
+    noise_up,
     step_range,
 )
 
@@ -94,10 +95,7 @@ def sample_ddim(
              noise: NoiseSampler) -> torch.Tensor:
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         eps_hat = (x - x0_hat) / sigma
-        x_next = x0_hat + sigma_down * eps_hat
-        if sigma_up > 0:
-            x_next = x_next + sigma_up * noise(sigma, sigma_next)
-        return x_next
+        return noise_up(x0_hat + sigma_down * eps_hat, sigma_up, noise, sigma, sigma_next)
 
     noise = noise_sampler_for(x, generator, noise_sampler)
     return _denoise_then_step(denoiser, x, sigmas, step, extra_args=extra_args, callback=callback, noise=noise,

@@ -30,6 +30,7 @@ from diffusion_internals.samplers.common import (
     check_sigmas,
     denoise,
     noise_sampler_for,
+    noise_up,
     step_range,
 )
 
@@ -120,8 +121,7 @@ def sample_dpmpp_2s_ancestral(
             sigma_mid = (sigma * sigma_down) ** 0.5  # lambda + h / 2
             x_mid = _exponential_step(x, denoised, h / 2)
             x = _exponential_step(x, denoise(denoiser, x_mid, sigma_mid, extra_args), h)
-        if sigma_up > 0:
-            x = x + sigma_up * s_noise * noise(sigma, sigma_next)
+        x = noise_up(x, sigma_up, noise, sigma, sigma_next, s_noise)
         if callback is not None:
             callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
     return x

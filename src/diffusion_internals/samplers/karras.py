@@ -25,6 +25,7 @@ from diffusion_internals.samplers.common import (
     churn,
     denoise,
     noise_sampler_for,
+    noise_up,
     step_range,
     to_d,
 )
@@ -90,8 +91,7 @@ def sample_euler_ancestral(
         denoised = denoise(denoiser, x, sigma, extra_args)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         x = x + (sigma_down - sigma) * to_d(x, sigma, denoised)
-        if sigma_up > 0:
-            x = x + sigma_up * s_noise * noise(sigma, sigma_next)
+        x = noise_up(x, sigma_up, noise, sigma, sigma_next, s_noise)
         if callback is not None:
             callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
     return x
