@@ -4,13 +4,14 @@ Each module holds one piece of the math and points back to its chapter:
 
 - `schedules`: beta schedules, alphas_cumprod, SNR, timestep and sigma grids (chapter 1).
 - `forward`: the forward process q(x_t | x_0), one Markov step, the posterior (chapter 1).
+- `reverse`: one DDPM reverse step p(x_{t-1} | x_t) through the posterior, in timestep indices (chapter 2).
 - `parameterization`: conversions between the eps, x0, v targets and the score (chapters 1-2).
 - `denoisers`: the denoiser abstraction D(x, sigma) -> x0_hat, network wrappers, exact Gaussian denoisers (chapter 4).
 - `samplers`: DDPM, DDIM, Euler, Heun, DPM2, LMS, DPM-Solver++, UniPC, CFG++ as plain functions (chapters 3-4).
 - `sampling`: one front door, `sample(...)`, and the sampler names of UI menus mapped to ours and to diffusers' (chapter 4).
 - `guidance`: classifier-free guidance and its fixes as denoiser wrappers (chapter 5).
 - `noise`: per-sample reproducible noise.
-- `data`, `models`, `training`, `train` (CLI), `pretrained`, `classifier`, `metrics`, `evaluation`, `pipeline`:
+- `data`, `models`, `training` (the simple loss, loss per timestep, the trainer), `train` (CLI), `pretrained`, `classifier`, `metrics`, `evaluation`, `pipeline`:
   the course's own small datasets, networks, trainer, committed checkpoints, FID and accuracy
   measures, and a diffusers pipeline for them (chapters 2-7). Import them by name; they pull in
   diffusers and scikit-learn, which the course extras install.
@@ -18,7 +19,7 @@ Each module holds one piece of the math and points back to its chapter:
 """
 from importlib.metadata import PackageNotFoundError, version
 
-from . import denoisers, forward, guidance, noise, parameterization, samplers, sampling, schedules
+from . import denoisers, forward, guidance, noise, parameterization, reverse, samplers, sampling, schedules
 
 try:
     __version__ = version("diffusion-internals")
@@ -31,6 +32,7 @@ __all__ = [
     "guidance",
     "noise",
     "parameterization",
+    "reverse",
     "samplers",
     "sampling",
     "schedules",

@@ -68,12 +68,13 @@ def read_training_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
 
 
 def alphas_cumprod_for(config: dict[str, Any]) -> torch.Tensor:
-    """The float64 alphas_cumprod a training config names: make_betas(schedule), zero-terminal-SNR rescaled if zero_snr (Lin et al. 2023)."""
+    """The float64 alphas_cumprod a training config names: make_betas(schedule) (or its trained_betas when schedule is "custom"), zero-terminal-SNR rescaled if zero_snr (Lin et al. 2023)."""
     try:
         kind, zero_snr, steps = config["schedule"], config["zero_snr"], config["num_train_timesteps"]
     except KeyError as missing:
         raise ValueError(f"config must have schedule, zero_snr and num_train_timesteps, missing {missing}") from None
-    betas = schedules.make_betas(kind, steps)
+    betas = torch.tensor(config["trained_betas"], dtype=torch.float64) if kind == "custom" \
+        else schedules.make_betas(kind, steps)
     if zero_snr:
         betas = schedules.rescale_zero_terminal_snr(betas)
     return schedules.alphas_cumprod(betas)
@@ -88,7 +89,8 @@ def ddim_scheduler(config: dict[str, Any]) -> Any:
                          f"{config.get('prediction_type')!r}")
     kind = config["schedule"]
     betas: dict[str, Any] = {"beta_schedule": _DIFFUSERS_BETA_SCHEDULES[kind]} if kind in _DIFFUSERS_BETA_SCHEDULES \
-        else {"trained_betas": schedules.make_betas(kind, config["num_train_timesteps"]).tolist()}
+        else {"trained_betas": config["trained_betas"] if kind == "custom"
+              else schedules.make_betas(kind, config["num_train_timesteps"]).tolist()}
     return DDIMScheduler(
         num_train_timesteps=config["num_train_timesteps"],
         **betas,

@@ -31,7 +31,7 @@ from diffusion_internals.parameterization import v_from_x0_eps
 from diffusion_internals.pretrained import alphas_cumprod_for
 from diffusion_internals.schedules import BETA_SCHEDULE_OPTIONS
 
-__all__ = ["PREDICTIONS", "FLAWS", "training_target", "train", "apply_flaw"]
+__all__ = ["PREDICTIONS", "FLAWS", "training_target", "diffusion_loss", "loss_by_timestep", "train", "apply_flaw"]
 
 PREDICTIONS = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}  # short names -> diffusers' names
 
@@ -55,6 +55,43 @@ def training_target(prediction_type: str, x0: torch.Tensor, eps: torch.Tensor,
     if prediction_type == "sample":
         return x0
     raise ValueError(f"prediction_type must be one of {list(PREDICTION_TYPES)}, got {prediction_type!r}")
+
+
+def diffusion_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                   alphas_cumprod: torch.Tensor, *, prediction_type: str = "epsilon",
+                   class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample mean squared error (B,) of model(x_t, t) against its target, x_t = q_sample(x0, t, noise) (Ho et al. 2020, eq. 14)."""
+    if not isinstance(t, torch.Tensor) or t.shape != (x0.shape[0],):
+        raise ValueError(f"t must be an integer tensor of shape (B,) = ({x0.shape[0]},), got "
+                         f"{getattr(t, 'shape', type(t).__name__)}")
+    x_t = q_sample(x0, t, alphas_cumprod, noise)
+    target = training_target(prediction_type, x0, noise, alphas_cumprod.to(torch.float64)[t].to(x0.dtype))
+    cond = {} if class_labels is None else {"class_labels": class_labels}
+    output = unwrap_output(model(x_t, t, **cond))
+    return (output - target).pow(2).reshape(x0.shape[0], -1).mean(1)  # (B,)
+
+
+@torch.no_grad()
+def loss_by_timestep(model: torch.nn.Module, x0: torch.Tensor, timesteps: torch.Tensor, alphas_cumprod: torch.Tensor,
+                     *, prediction_type: str = "epsilon", class_labels: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None, batch_size: int = 1024) -> torch.Tensor:
+    """The loss of diffusion_loss averaged over the data x0 (N, ...) at each timestep, (len(timesteps),) float64, fixed noise."""
+    if not isinstance(timesteps, torch.Tensor) or timesteps.ndim != 1 or timesteps.dtype.is_floating_point:
+        raise ValueError(f"timesteps must be a 1-D integer tensor, got {getattr(timesteps, 'shape', timesteps)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)  # the same noise at every timestep
+    losses = []
+    for t in timesteps.tolist():
+        total = 0.0
+        for start in range(0, len(x0), batch_size):
+            chunk = slice(start, start + batch_size)
+            labels = None if class_labels is None else class_labels[chunk]
+            t_batch = torch.full((len(x0[chunk]),), t, dtype=torch.int64)
+            total += float(diffusion_loss(model, x0[chunk], t_batch, noise[chunk], alphas_cumprod,
+                                          prediction_type=prediction_type, class_labels=labels).double().sum())
+        losses.append(total / len(x0))
+    return torch.tensor(losses, dtype=torch.float64)
 
 
 def _check_options(options: dict[str, Any]) -> None:
@@ -99,10 +136,17 @@ def train(
     warmup: int = 100,
     log_every: int = 100,
     model: torch.nn.Module | None = None,
+    betas: torch.Tensor | None = None,
+    callback: Callable[[int, torch.nn.Module], Any] | None = None,
     cifar10_root: str | None = None,
     progress: bool = False,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train with the simple loss and label dropout, return (EMA model, record with config, loss log, metrics) (Ho et al. 2020, Algorithm 1)."""
+    """Train with the simple loss and label dropout, return (EMA model, record with config, loss log, metrics) (Ho et al. 2020, Algorithm 1).
+
+    ``betas`` (T,) replaces the named ``schedule`` (saved as ``schedule="custom"`` with ``trained_betas``).
+    ``callback(step, ema_model)`` runs every ``log_every`` steps, without gradients and with the EMA
+    model in eval mode; what it returns is kept in ``record["history"]["callback"]``.
+    """
     _check_options(dict(steps=steps, batch_size=batch_size, lr=lr, label_dropout=label_dropout, ema=ema, seed=seed,
                         buckets=buckets, warmup=warmup, log_every=log_every))
     if schedule not in BETA_SCHEDULE_OPTIONS:
@@ -117,6 +161,14 @@ def train(
         raise ValueError(f"dataset must be one of {list(data.DATASETS) + list(data.TOY_2D)}, got {dataset!r}")
     config: dict[str, Any] = dict(dataset=dataset, schedule=schedule, zero_snr=bool(zero_snr),
                                   num_train_timesteps=num_train_timesteps, prediction_type=prediction_type)
+    if betas is not None:
+        if not isinstance(betas, torch.Tensor) or betas.ndim != 1 or len(betas) < 2 or \
+                not bool(((betas > 0) & (betas <= 1)).all()):
+            raise ValueError(f"betas must be a 1-D tensor of at least 2 values in (0, 1], got "
+                             f"{getattr(betas, 'shape', type(betas).__name__)}")
+        config.update(schedule="custom", num_train_timesteps=len(betas),
+                      trained_betas=betas.to(torch.float64).tolist())
+        num_train_timesteps = len(betas)
     alphas_cumprod = alphas_cumprod_for(config).to(torch.float32)  # (T,)
 
     torch.manual_seed(seed)  # diffusers initialises weights from the global generator
@@ -131,7 +183,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / (warmup + 1)) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, max(0, i - warmup) / max(1, steps - warmup)))))
     g = torch.Generator().manual_seed(seed)
-    log: dict[str, list] = {"step": [], "loss": [], "loss_by_bucket": []}
+    log: dict[str, list] = {"step": [], "loss": [], "loss_by_bucket": [], "callback": []}
     window_sum, window_count = torch.zeros(buckets, dtype=torch.float64), torch.zeros(buckets, dtype=torch.float64)
 
     bar = None
@@ -150,11 +202,8 @@ def train(
             labels = torch.where(dropped, torch.full_like(labels, null), labels)
         t = torch.randint(0, num_train_timesteps, (batch_size,), generator=g)  # (B,)
         eps = torch.randn(x0.shape, generator=g)
-        x_t = q_sample(x0, t, alphas_cumprod, eps)
-        target = training_target(prediction_type, x0, eps, alphas_cumprod[t])
-        cond = {} if labels is None else {"class_labels": labels}
-        output = unwrap_output(model(x_t, t, **cond))
-        per_sample = (output - target).pow(2).reshape(batch_size, -1).mean(1)  # (B,)
+        per_sample = diffusion_loss(model, x0, t, eps, alphas_cumprod, prediction_type=prediction_type,
+                                    class_labels=labels)  # (B,)
         loss = per_sample.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -176,6 +225,11 @@ def train(
             log["loss_by_bucket"].append([round(v, 6) for v in by_bucket])
             window_sum.zero_()
             window_count.zero_()
+            if callback is not None:
+                ema_model.eval()
+                with torch.no_grad():
+                    log["callback"].append(callback(step + 1, ema_model))
+                ema_model.train()
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
