@@ -138,6 +138,7 @@ def train(
     model: torch.nn.Module | None = None,
     betas: torch.Tensor | None = None,
     callback: Callable[[int, torch.nn.Module], Any] | None = None,
+    device: str | torch.device | None = None,
     cifar10_root: str | None = None,
     progress: bool = False,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -146,6 +147,8 @@ def train(
     ``betas`` (T,) replaces the named ``schedule`` (saved as ``schedule="custom"`` with ``trained_betas``).
     ``callback(step, ema_model)`` runs every ``log_every`` steps, without gradients and with the EMA
     model in eval mode; what it returns is kept in ``record["history"]["callback"]``.
+    ``device`` ("cuda", ...) moves the model there; every batch is drawn on the CPU from the seeded
+    generator and then moved, so the draws are the same on every device.
     """
     _check_options(dict(steps=steps, batch_size=batch_size, lr=lr, label_dropout=label_dropout, ema=ema, seed=seed,
                         buckets=buckets, warmup=warmup, log_every=log_every))
@@ -176,6 +179,10 @@ def train(
     null = null_label(model)
     if train_set is not None and null is None:
         raise ValueError("model must be class-conditional (num_class_embeds = classes + 1) for an image data set")
+    if device is not None:
+        model.to(device)
+    device = next(model.parameters()).device
+    alphas_cumprod = alphas_cumprod.to(device)
     model.train()
     ema_model = copy.deepcopy(model).requires_grad_(False) if ema > 0 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -202,6 +209,8 @@ def train(
             labels = torch.where(dropped, torch.full_like(labels, null), labels)
         t = torch.randint(0, num_train_timesteps, (batch_size,), generator=g)  # (B,)
         eps = torch.randn(x0.shape, generator=g)
+        x0, t, eps = x0.to(device), t.to(device), eps.to(device)
+        labels = None if labels is None else labels.to(device)
         per_sample = diffusion_loss(model, x0, t, eps, alphas_cumprod, prediction_type=prediction_type,
                                     class_labels=labels)  # (B,)
         loss = per_sample.mean()
@@ -215,8 +224,8 @@ def train(
             with torch.no_grad():
                 for p_ema, p in zip(ema_model.parameters(), model.parameters()):
                     p_ema.lerp_(p, 1 - decay)
-        bucket = t * buckets // num_train_timesteps  # (B,) in [0, buckets - 1]
-        window_sum.index_add_(0, bucket, per_sample.detach().double())
+        bucket = t.cpu() * buckets // num_train_timesteps  # (B,) in [0, buckets - 1]
+        window_sum.index_add_(0, bucket, per_sample.detach().double().cpu())
         window_count.index_add_(0, bucket, torch.ones(batch_size, dtype=torch.float64))
         if (step + 1) % log_every == 0 or step + 1 == steps:
             by_bucket = (window_sum / window_count.clamp_min(1)).tolist()
