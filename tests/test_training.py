@@ -1,6 +1,6 @@
-"""The training loss, the loss per timestep, the trainer's custom schedules and callbacks, the DDPM step.
+"""The training loss, the loss per timestep, the trainer's custom schedules and callbacks, the DDPM and DDIM steps.
 
-Oracles: diffusers' DDPMScheduler (add_noise, get_velocity, step with fixed_small variance), the
+Oracles: diffusers' DDPMScheduler (add_noise, get_velocity, step with fixed_small variance) and DDIMScheduler, the
 closed form of Ho et al. (2020, eq. 11), and the minimum mean squared error of eps-prediction for
 Gaussian data, which a network cannot beat: for x0 ~ N(0, s^2 I) the best eps-predictor is linear,
 E[eps | x_t] = sqrt(1 - abar) x_t / (abar s^2 + 1 - abar), and its error per dimension is
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler
 
 from diffusion_internals import schedules
 from diffusion_internals.models import class_conditional_unet
 from diffusion_internals.pretrained import alphas_cumprod_for, ddim_scheduler
-from diffusion_internals.reverse import ddpm_step
+from diffusion_internals.reverse import ddim_step, ddpm_step
 from diffusion_internals.training import diffusion_loss, loss_by_timestep, train
 
 T = 1000
@@ -176,3 +176,53 @@ def test_training_on_cuda_matches_the_cpu_losses():
     assert next(model.parameters()).is_cuda
     # The same draws; the first loss is the same up to kernel round-off, later ones drift a little.
     assert on_gpu["history"]["loss"][0] == pytest.approx(on_cpu["history"]["loss"][0], rel=1e-4)
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+def test_ddpm_step_over_a_skipped_grid_is_diffusers_ddpm_scheduler(spacing):
+    scheduler = DDPMScheduler(num_train_timesteps=T, beta_schedule="squaredcos_cap_v2", clip_sample=False,
+                              timestep_spacing=spacing)
+    scheduler.set_timesteps(20)
+    timesteps = schedules.inference_timesteps(T, 20, spacing)
+    assert timesteps.tolist() == scheduler.timesteps.tolist()
+    abar = schedules.alphas_cumprod(schedules.make_betas("cosine", T))
+    x_t, eps_hat = torch.randn(2, 1, 4, 4, generator=gen(0)), torch.randn(2, 1, 4, 4, generator=gen(1))
+    for i in (1, 10, 19):  # leading's first step (i = 0, t = 950) and later ones; the last goes to t_prev = -1
+        t = int(timesteps[i])
+        t_prev = int(timesteps[i + 1]) if i + 1 < len(timesteps) else -1
+        expected = scheduler.step(eps_hat, t, x_t, generator=gen(2)).prev_sample
+        got = ddpm_step(x_t, t, eps_hat, abar, torch.randn(2, 1, 4, 4, generator=gen(2)), t_prev=t_prev)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=max(1e-6, 1e-7 / float(1 - abar[t])))
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_ddim_step_is_diffusers_ddim_scheduler_step(eta):
+    scheduler = DDIMScheduler(num_train_timesteps=T, beta_schedule="linear", clip_sample=False)
+    scheduler.set_timesteps(50)  # leading: 980, 960, ..., 0; set_alpha_to_one: the last step goes to alpha_bar 1
+    abar = schedules.alphas_cumprod(schedules.make_betas("linear", T))
+    x_t, eps_hat, z = (torch.randn(3, 2, 5, generator=gen(i)) for i in range(3))
+    for t in (980, 500, 20, 0):
+        expected = scheduler.step(eps_hat, t, x_t, eta=eta, variance_noise=z).prev_sample
+        got = ddim_step(x_t, t, eps_hat, abar, t_prev=max(t - 20, -1), eta=eta, noise=z)  # diffusers: -20
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=max(1e-6, 1e-7 / float(1 - abar[t])))
+
+
+def test_ddim_at_eta_1_is_the_ddpm_step_and_at_eta_0_keeps_the_deterministic_path():
+    abar = schedules.alphas_cumprod(schedules.make_betas("cosine", T))
+    x_t, eps_hat, z = (torch.randn(4, 3, generator=gen(i), dtype=torch.float64) for i in range(3))
+    for t, t_prev in ((999, 979), (500, 0), (10, -1), (torch.tensor([999, 500, 10, 3]), torch.tensor([949, 250, -1, 2]))):
+        torch.testing.assert_close(ddim_step(x_t, t, eps_hat, abar, t_prev=t_prev, eta=1.0, noise=z),
+                                   ddpm_step(x_t, t, eps_hat, abar, z, t_prev=t_prev), rtol=1e-10, atol=1e-12)
+    # eta = 0: if eps_hat is the true noise of x_t = q_sample(x0), the step lands exactly on q_sample(x0) at t_prev.
+    x0 = torch.randn(4, 3, generator=gen(5), dtype=torch.float64)
+    x_999 = abar[999].sqrt() * x0 + (1 - abar[999]).sqrt() * z
+    torch.testing.assert_close(ddim_step(x_999, 999, z, abar, t_prev=400),
+                               abar[400].sqrt() * x0 + (1 - abar[400]).sqrt() * z, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="eta must be a number >= 0"):
+        ddim_step(x_t, 5, eps_hat, abar, eta=-1.0)
+    with pytest.raises(ValueError, match="noise must be a tensor"):
+        ddim_step(x_t, 5, eps_hat, abar, eta=0.5)
+    with pytest.raises(ValueError, match="t_prev must be earlier than t"):
+        ddim_step(x_t, 5, eps_hat, abar, t_prev=7)
+    with pytest.raises(ValueError, match="eta=3.0 is too large"):
+        ddim_step(x_t, 999, eps_hat, abar, t_prev=10, eta=3.0, noise=z)
