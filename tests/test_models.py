@@ -352,13 +352,27 @@ def test_client_model_is_wrecked_by_its_shipped_schedule_and_fine_with_the_true_
 
 
 @pytest.mark.slow
-def test_pipeline_with_its_ddim_config_reproduces_the_package_sampler():
+@pytest.mark.parametrize("guidance", [3.0, 1.0, 0.0])  # 1 and 0 take the pipeline's one-pass shortcut
+def test_pipeline_with_its_ddim_config_reproduces_the_package_sampler(guidance):
     pipe = DigitsPipeline.from_checkpoint("digits-cosine-eps")
     pipe.set_progress_bar_config(disable=True)
     labels = torch.arange(10).repeat(2)
-    ours = sample_classes(pretrained.load_denoiser("digits-cosine-eps"), labels, guidance=3.0, steps=50,
+    ours = sample_classes(pretrained.load_denoiser("digits-cosine-eps"), labels, guidance=guidance, steps=50,
                           generator=gen(7))
-    theirs = pipe(labels, num_inference_steps=50, guidance_scale=3.0, generator=gen(7)).images
+    theirs = pipe(labels, num_inference_steps=50, guidance_scale=guidance, generator=gen(7)).images
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=2e-3)
+
+
+def test_pipeline_with_an_euler_scheduler_reproduces_the_package_sampler():
+    # Euler-type schedulers scale the initial noise by init_noise_sigma, which is only right after
+    # set_timesteps (it is the inference grid's sigma_max); the pipeline once drew it before.
+    pipe = DigitsPipeline.from_checkpoint("digits-linear-eps")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = sampling.diffusers_scheduler("Euler", pipe.scheduler)  # keeps the saved "leading" spacing
+    labels = torch.arange(10)
+    theirs = pipe(labels, num_inference_steps=20, guidance_scale=1.0, generator=gen(3)).images
+    ours = sampling.sample(pretrained.load_denoiser("digits-linear-eps"), (10, 1, 8, 8), sampler="euler",
+                           steps=20, schedule="leading", generator=gen(3), extra_args={"class_labels": labels})
     torch.testing.assert_close(theirs, ours, rtol=0, atol=2e-3)
 
 

@@ -77,14 +77,23 @@ class DigitsPipeline(DiffusionPipeline):
         labels = labels.to(device=device, dtype=torch.int64)
         config = self.unet.config
         shape = (len(labels), config.in_channels, config.sample_size, config.sample_size)
-        x = torch.randn(shape, generator=generator, dtype=dtype).to(device) * self.scheduler.init_noise_sigma
+        # set_timesteps first: Euler-type schedulers compute init_noise_sigma from the inference grid's
+        # largest sigma, and before set_timesteps they report the training grid's (157 instead of 97 for
+        # the linear schedule at 20 "leading" steps), which ruins every sample.
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        x = torch.randn(shape, generator=generator, dtype=dtype).to(device) * self.scheduler.init_noise_sigma
         step_takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        # w = 1 is the conditional model and w = 0 the unconditional one: one U-Net pass, not two (diffusers'
+        # pipelines skip the unconditional pass at w <= 1 likewise).
+        single = {1: labels, 0: torch.full_like(labels, null)}.get(guidance_scale)
         both_labels = torch.cat([torch.full_like(labels, null), labels])  # (2B,): null first, as CFGDenoiser
         for t in self.progress_bar(self.scheduler.timesteps):
-            x_in = self.scheduler.scale_model_input(torch.cat([x, x]), t)  # (2B, C, H, W)
-            uncond, cond = self.unet(x_in, t, class_labels=both_labels).sample.chunk(2)
-            guided = uncond + guidance_scale * (cond - uncond)
+            if single is not None:
+                guided = self.unet(self.scheduler.scale_model_input(x, t), t, class_labels=single).sample
+            else:
+                x_in = self.scheduler.scale_model_input(torch.cat([x, x]), t)  # (2B, C, H, W)
+                uncond, cond = self.unet(x_in, t, class_labels=both_labels).sample.chunk(2)
+                guided = uncond + guidance_scale * (cond - uncond)
             extra = {"generator": generator} if step_takes_generator else {}
             x = self.scheduler.step(guided, t, x, **extra).prev_sample
         if output_type == "pt":
