@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	# Test oracle only: k-diffusion without its heavy extras (tests import k_diffusion.sampling alone).
 	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) --no-deps k-diffusion torchdiffeq torchsde trampoline
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (diffusion-internals)" >/dev/null
+	$(BIN)/python -m diffusion_internals.grading_kernel install >/dev/null
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -63,11 +64,10 @@ release: $(STAMP)
 
 # Depends on release: nbgrader grades against the cells that generate_assignment stored in
 # gradebook.db, so the release is (re)generated first; it is byte-identical when unchanged.
+# scripts/autograde.py runs nbgrader autograde per assignment after fixing renamed notebooks and
+# setting aside unreadable ones (recorded as 0 with the reason), and writes grading_report.md.
 autograde: release
-	@test -d submitted || { echo "No submitted/ folder: put submissions in submitted/<student>/<assignment>/ (nbgrader collect or zip_collect)"; exit 1; }
-	@for a in $(ASSIGNMENTS); do \
-	  if ls -d submitted/*/$$a >/dev/null 2>&1; then $(NBGRADER) autograde $$a --force || exit 1; fi; \
-	done
+	$(BIN)/python scripts/autograde.py
 
 grades: $(STAMP)
 	$(NBGRADER) export --to grades.csv
@@ -82,4 +82,4 @@ clean:
 	rm -rf _build
 
 clean-grading:
-	rm -rf submitted autograded feedback gradebook.db grades.csv
+	rm -rf submitted autograded feedback gradebook.db grades.csv grading_report.md

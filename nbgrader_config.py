@@ -24,11 +24,13 @@ c.CourseDirectory.db_url = "sqlite:///" + str(ROOT / "gradebook.db")
 # Only notebooks are released: never copy checkpoints or caches into exercises/.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", ".pytest_cache"]
 
-# Grading executes student code in this kernel. It is installed into the course's
-# virtual environment by `make` (python -m ipykernel install --sys-prefix). Pinning it
-# matters: with the default "python3", a stale user-level kernelspec can point to
+# Grading executes student code in this kernel, installed into the course's virtual
+# environment by `make setup`: the course's Python under an address-space limit
+# (DIFFUSION_INTERNALS_GRADING_MEMORY_GB, default 8; see diffusion_internals.grading_kernel),
+# so a cell that allocates far too much fails alone instead of exhausting the machine.
+# Pinning it matters: with the default "python3", a stale user-level kernelspec can point to
 # another Python without the package, and every test cell then scores 0.
-c.Execute.kernel_name = os.environ.get("DIFFUSION_INTERNALS_KERNEL", "diffusion-internals")
+c.Execute.kernel_name = os.environ.get("DIFFUSION_INTERNALS_KERNEL", "diffusion-internals-grading")
 # Per-cell limit in seconds. The slowest legitimate cells are Project A's training cells (one model
 # per cell, about 60 s on one core of a 2-core machine); 300 s leaves room for a slower or busier one.
 c.Execute.timeout = int(os.environ.get("DIFFUSION_INTERNALS_CELL_TIMEOUT", "300"))

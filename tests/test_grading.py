@@ -49,3 +49,34 @@ def test_check_equal():
     check_equal("answer", 497, 497)
     with pytest.raises(GradingError, match="answer: expected 497, got 496"):
         check_equal("answer", 496, 497)
+
+
+# ----------------------------------------------------------------------------- the grading kernel
+
+
+def test_grading_kernel_reads_its_memory_limit_and_refuses_nonsense():
+    from diffusion_internals.grading_kernel import MEMORY_ENV, memory_limit_bytes
+
+    assert memory_limit_bytes({}) == 8 * 2**30
+    assert memory_limit_bytes({MEMORY_ENV: "2.5"}) == int(2.5 * 2**30)
+    for bad in ("0.5", "lots", "nan", "-3"):
+        with pytest.raises(ValueError, match=MEMORY_ENV):
+            memory_limit_bytes({MEMORY_ENV: bad})
+
+
+def test_grading_kernel_is_installed_and_is_what_nbgrader_uses():
+    import json
+    import sys
+    from pathlib import Path
+
+    from traitlets.config.loader import PyFileConfigLoader
+
+    from diffusion_internals.grading_kernel import KERNEL_NAME
+
+    spec = Path(sys.prefix) / "share" / "jupyter" / "kernels" / KERNEL_NAME / "kernel.json"
+    assert spec.is_file(), "make setup installs the grading kernel (python -m diffusion_internals.grading_kernel install)"
+    argv = json.loads(spec.read_text())["argv"]
+    assert argv[1:3] == ["-m", "diffusion_internals.grading_kernel"] and "{connection_file}" in argv
+    root = Path(__file__).resolve().parents[1]
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    assert config.Execute.kernel_name == KERNEL_NAME or "DIFFUSION_INTERNALS_KERNEL" in __import__("os").environ
