@@ -25,23 +25,31 @@ def built_book():
     return HTML
 
 
+def executed_page(built_book, name: str, min_figures: int) -> str:
+    """The visible text of an executed chapter page, after checking its figures exist and no cell failed."""
+    page = (built_book / "book" / f"{name}.html").read_text()
+    figures = re.findall(r'src="([^"]*_images/[^"]+\.png)"', page)
+    assert len(figures) >= min_figures, f"{name}: expected at least {min_figures} figures, found {len(figures)}"
+    for figure in figures:
+        assert (built_book / "book" / figure).resolve().is_file(), f"{name}: missing image {figure}"
+    text = text_of(page)
+    assert "Traceback" not in text, f"{name}: a cell failed"
+    return text
+
+
 @pytest.mark.slow
 def test_index_and_chapter_pages_exist(built_book):
     assert (built_book / "index.html").is_file()
     assert (built_book / "book" / "intro.html").is_file()
     assert (built_book / "book" / "01_forward_process.html").is_file()
     assert (built_book / "book" / "02_reverse_process.html").is_file()
+    assert (built_book / "book" / "03_ddpm_ddim.html").is_file()
+    assert (built_book / "book" / "04_ode_samplers.html").is_file()
 
 
 @pytest.mark.slow
 def test_chapter_1_is_executed_with_figures_and_citations(built_book):
-    page = (built_book / "book" / "01_forward_process.html").read_text()
-    figures = re.findall(r'<img[^>]+src="[^"]*_images/[^"]+\.png"', page)
-    assert len(figures) >= 2, f"expected the schedule and digit figures, found {len(figures)} images"
-    for figure in re.findall(r'src="([^"]*_images/[^"]+\.png)"', page):
-        assert (built_book / "book" / figure).resolve().is_file(), f"missing image {figure}"
-    text = text_of(page)
-    assert "Traceback" not in text
+    text = executed_page(built_book, "01_forward_process", 2)
     assert "Ho et al." in text, "citations were not rendered"
     assert "empirical mean" in text, "the q_step/q_sample check did not run"
     for function in ("def q_sample", "def q_step", "def alphas_cumprod", "def log_snr"):
@@ -50,14 +58,8 @@ def test_chapter_1_is_executed_with_figures_and_citations(built_book):
 
 @pytest.mark.slow
 def test_chapter_2_is_executed_with_figures_and_citations(built_book):
-    page = (built_book / "book" / "02_reverse_process.html").read_text()
-    figures = re.findall(r'src="([^"]*_images/[^"]+\.png)"', page)
     # weights, samples during training, DDPM chain, loss per bucket, digits samples, digits loss curves
-    assert len(figures) >= 4, f"expected the toy-training and digits figures, found {len(figures)} images"
-    for figure in figures:
-        assert (built_book / "book" / figure).resolve().is_file(), f"missing image {figure}"
-    text = text_of(page)
-    assert "Traceback" not in text
+    text = executed_page(built_book, "02_reverse_process", 4)
     assert "Vincent" in text and "Peebles" in text, "citations were not rendered"
     for function in ("def diffusion_loss", "def ddpm_step", "def q_posterior", "def v_from_x0_eps",
                      "def x0_from_eps", "def training_target", "def score_from_eps"):
@@ -71,6 +73,50 @@ def test_chapter_2_is_executed_with_figures_and_citations(built_book):
     for schedule in ("linear", "cosine", "sqrt"):
         row = rf"{schedule} +0\.\d{{4}} +0\.\d{{4}} \|( +0\.\d{{4}}){{5}} \| +\d+\.\d%"
         assert re.search(row, text), f"the digits loss-per-timestep table has no row for {schedule}"
+
+
+@pytest.mark.slow
+def test_chapter_3_is_executed_with_figures_and_citations(built_book):
+    # DDIM/DDPM grid, x0_hat trajectory, eta samples, log-SNR ends of the schedules, samples per spacing
+    text = executed_page(built_book, "03_ddpm_ddim", 4)
+    assert "Song et al." in text and "Lin et al." in text, "citations were not rendered"
+    for function in ("def ddpm_step", "def ddim_step", "def inference_timesteps", "def sample_ddim",
+                     "def rescale_zero_terminal_snr", "def ddim_scheduler"):
+        assert function in text, f"the package source ({function}) is not shown"
+    # Output of executed cells (the code that prints them is on the page too, so match printed values):
+    # ddim_step at eta = 1 is ddpm_step to round-off, the timestep table, and the spacing experiment, whose
+    # cosine/trailing row must show the first timestep 999 with alpha_bar ~ 2.43e-09 and a FID and accuracy.
+    assert re.search(r" 900 +800 +(\d\.\de-1\d|0\.0e\+00) +\d\.\d{3}", text), "the eta = 1 vs DDPM check did not run"
+    assert "trailing: [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]" in text, "the timestep table is missing"
+    row = r"digits-cosine-eps +trailing +10 +0 +999 +2\.43e-09 +2\.03e\+04 +\d+\.\d\d +\d\.\d{3}"
+    assert re.search(row, text), "the spacing experiment did not run (no cosine/trailing row)"
+    assert re.search(r"digits-linear-v-zsnr +trailing +5 +0 +999 +0\.00e\+00 +inf +\d+\.\d\d +\d\.\d{3}", text), \
+        "the zero-terminal-SNR model was not sampled with trailing spacing"
+    assert re.search(r" 1\.0 +0 +\d+\.\d\d +\d\.\d{3}", text), "the eta table is missing"
+
+
+@pytest.mark.slow
+def test_chapter_4_is_executed_with_figures_and_citations(built_book):
+    # mixture ODE paths, rho grids, convergence orders, default-grid mismatch, quality against NFE, samples
+    text = executed_page(built_book, "04_ode_samplers", 6)
+    assert "Karras et al." in text and "Lu et al." in text and "Zhao et al." in text, "citations were not rendered"
+    for function in ("def to_d", "def sample_euler", "def sample_heun", "def sigmas_karras", "def _exponential_step",
+                     "def sample_dpmpp_2m", "def ancestral_step", "def sample_euler_ancestral", "def _uni_step",
+                     "def gaussian_ode_solution"):
+        assert function in text, f"the package source ({function}) is not shown"
+    # Output of executed cells (the code that prints them is on the page too, so match printed values).
+    # The measured convergence orders on Gaussian data must be the textbook ones.
+    for solver, order in (("Euler", 1), ("DDIM", 1), ("Heun", 2), ("DPM++ 2M", 2), ("UniPC", 3)):
+        found = re.search(rf"\n *{re.escape(solver)} +(\d\.\d\d) +\d\.\d\de-\d\d +\d\.\d\de-\d\d", text)
+        assert found, f"the convergence table has no row for {solver}"
+        assert abs(float(found.group(1)) - order) < 0.2, f"{solver}: fitted order {found.group(1)}, expected {order}"
+    assert re.search(r"100 \| +62 +\d+\.\d\d +0\.\d{3} +0\.\d{3} +\| +\d+\.\d\d +0\.\d{3}", text), \
+        "the default-grid (schedule-solver mismatch) table is missing"
+    for sampler in ("DDIM", "Euler", "Heun", "DPM++ 2M Karras", "UniPC", "Euler a"):
+        row = rf"\n *{re.escape(sampler)}( +\d+\.\d(?!\d)){{7}}\n"
+        assert re.search(row, text), f"the FID-by-NFE table has no row for {sampler}"
+        assert re.search(rf"{re.escape(sampler)}: knee at NFE \d+", text), f"no knee printed for {sampler}"
+    assert re.search(r"wall time per image: Euler a 50 steps [\d.]+ ms", text), "the seed and timing cell did not run"
 
 
 @pytest.mark.slow
@@ -90,3 +136,21 @@ def test_bibliography_lists_the_core_papers(built_book):
         "UniPC",
     ):
         assert title.lower() in page, f"{title!r} missing from the bibliography"
+
+
+@pytest.mark.slow
+def test_reference_pages_notation_glossary_guide_and_changelog(built_book):
+    chapters = sorted((built_book / "book").glob("0*.html"))
+    assert len(chapters) >= 4
+    for page in chapters:  # every chapter links to the notation page and the glossary
+        source = page.read_text()
+        assert 'href="notation.html"' in source and 'href="glossary.html"' in source, f"{page.name} lacks the links"
+    notation = text_of((built_book / "book" / "notation.html").read_text())
+    for code_name in ("alphas_cumprod", "eta", "rho", "guidance_scale", "log_snr"):
+        assert code_name in notation
+    glossary = (built_book / "book" / "glossary.html").read_text()
+    assert 'id="term-zero-terminal-SNR"' in glossary or "zero terminal SNR" in text_of(glossary)
+    guide = text_of((built_book / "book" / "instructor_guide.html").read_text())
+    for step in ("make release", "make autograde", "make feedback", "grades.csv", "docker run", "grading_report.md"):
+        assert step in guide, f"the instructor guide does not show {step!r}"
+    assert "Unreleased" in text_of((built_book / "book" / "changelog.html").read_text())
