@@ -18,7 +18,7 @@ NBGRADER    := $(BIN)/nbgrader
 # nbgrader runs helper programs (alembic) by name: the environment's bin comes first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup book book-strict test models release autograde grades feedback serve clean clean-grading
+.PHONY: help setup book book-strict linkcheck test models release autograde grades feedback serve clean clean-grading
 
 help:
 	@sed -n '1,6p' Makefile
@@ -45,6 +45,10 @@ book: $(STAMP)
 # What CI checks: every page re-read, warnings are errors (execution still cached).
 book-strict: $(STAMP)
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
+
+# External links and images of the site (needs network; CI runs it weekly, .github/workflows/links.yml).
+linkcheck: $(STAMP)
+	$(BIN)/jupyter-book build . --builder linkcheck
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
