@@ -18,7 +18,7 @@ NBGRADER    := $(BIN)/nbgrader
 # nbgrader runs helper programs (alembic) by name: the environment's bin comes first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup book book-strict linkcheck test models release autograde grades feedback serve clean clean-grading
+.PHONY: help setup book book-strict linkcheck test bench models release autograde grades feedback serve clean clean-grading
 
 help:
 	@sed -n '1,6p' Makefile
@@ -52,6 +52,11 @@ linkcheck: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Speed tables (benchmarks/*.py print a table and write benchmarks/results/*.csv); CPU, one thread.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/sampler_overhead.py
+	$(BIN)/python benchmarks/end_to_end.py
 
 # Retrain every committed checkpoint in src/diffusion_internals/checkpoints/ (CPU, one thread
 # each: about 7 min per digits model, 40 min per colour model, 2-2.5 h in all; the exact
