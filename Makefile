@@ -57,6 +57,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sampler_overhead.py
 	$(BIN)/python benchmarks/end_to_end.py
+	$(BIN)/python benchmarks/quality_vs_nfe.py
 
 # Retrain every committed checkpoint in src/diffusion_internals/checkpoints/ (CPU, one thread
 # each: about 7 min per digits model, 40 min per colour model, 2-2.5 h in all; the exact

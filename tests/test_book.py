@@ -154,3 +154,13 @@ def test_reference_pages_notation_glossary_guide_and_changelog(built_book):
     for step in ("make release", "make autograde", "make feedback", "grades.csv", "docker run", "grading_report.md"):
         assert step in guide, f"the instructor guide does not show {step!r}"
     assert "Unreleased" in text_of((built_book / "book" / "changelog.html").read_text())
+
+
+@pytest.mark.slow
+def test_performance_appendix_renders_the_committed_benchmark_tables(built_book):
+    text = text_of((built_book / "book" / "performance.html").read_text())
+    assert "Traceback" not in text
+    for header in ("ours / diffusers", "model only (ms)", "within 10%"):
+        assert header in text, f"the performance page lacks the column {header!r}"
+    assert re.search(r"dpmpp_2m\s*0\.\d+", text), "the sampler-overhead table has no dpmpp_2m row"
+    assert re.search(r"DPM\+\+ 2M Karras\s*20\s*\d+\.\d+", text), "the end-to-end table has no DPM++ 2M Karras row"
