@@ -79,6 +79,20 @@ release: $(STAMP)
 autograde: release
 	$(BIN)/python scripts/autograde.py
 
+# Graded Stable Diffusion projects, on a machine with an NVIDIA GPU (README: "Grading Stable Diffusion
+# projects on a GPU"). As autograde, but: the GPUs in GPU_DEVICES are visible (CUDA_VISIBLE_DEVICES), each
+# cell may run GPU_CELL_TIMEOUT seconds (DIFFUSION_INTERNALS_CELL_TIMEOUT, read by nbgrader_config.py), and
+# notebooks run in the plain $(KERNEL) kernel (DIFFUSION_INTERNALS_KERNEL): the grading kernel's
+# address-space limit (RLIMIT_AS) leaves CUDA unable to initialise. Limit memory with the container instead.
+.PHONY: autograde-gpu
+GPU_DEVICES      ?= 0
+GPU_CELL_TIMEOUT ?= 1800
+autograde-gpu: release
+	@CUDA_VISIBLE_DEVICES=$(GPU_DEVICES) $(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else \
+	  'autograde-gpu: torch sees no CUDA device with CUDA_VISIBLE_DEVICES=$(GPU_DEVICES); use make autograde on a CPU machine')"
+	CUDA_VISIBLE_DEVICES=$(GPU_DEVICES) DIFFUSION_INTERNALS_CELL_TIMEOUT=$(GPU_CELL_TIMEOUT) \
+	  DIFFUSION_INTERNALS_KERNEL=$(KERNEL) $(BIN)/python scripts/autograde.py
+
 grades: $(STAMP)
 	$(NBGRADER) export --to grades.csv
 	@echo "Wrote grades.csv"
