@@ -96,7 +96,7 @@ def test_source_notebook_structure(notebook):
     ("project_a_schedules/project_a_schedules.ipynb", 12),
     ("03_ddpm_ddim/ddpm_ddim.ipynb", 12),
     ("04_ode_samplers/ode_samplers.ipynb", 12),
-    ("project_b_samplers/project_b_samplers.ipynb", 11),
+    ("project_b_samplers/project_b_samplers.ipynb", 13),
 ])
 def test_assignment_size(notebook, min_points):
     nb = nbformat.read(SOLUTIONS / notebook, as_version=4)
@@ -108,13 +108,17 @@ def test_assignment_size(notebook, min_points):
 def test_project_b_grades_timing_knee_tables_and_a_written_recommendation():
     nb = nbformat.read(SOLUTIONS / "project_b_samplers" / "project_b_samplers.ipynb", as_version=4)
     graded = {nbgrader_meta(c)["grade_id"]: c for c in nb.cells if nbgrader_meta(c).get("grade")}
-    assert {"test_timing", "test_knee", "test_tables", "recommendation"} <= set(graded)
+    assert {"test_timing", "test_knee", "test_tables", "test_sd_images", "recommendation"} <= set(graded)
     assert is_manual(graded["recommendation"])
     assert "synchronize" in graded["test_timing"].source  # the harness is checked for CUDA synchronisation
     settings = next(c.source for c in nb.cells if nbgrader_meta(c).get("grade_id") == "settings")
     for name in ("DDIM", "Euler", "Euler a", "DPM++ 2M Karras"):
         assert f'"{name}"' in settings
     assert "STEP_COUNTS = [20, 30, 50, 100]" in settings
+    # Stable Diffusion: mechanics graded on the tiny pipeline on any kernel; quality only with checkpoints.
+    assert "sd.tiny_pipeline()" in graded["test_sd_images"].source
+    study = next(c.source for c in nb.cells if nbgrader_meta(c).get("grade_id") == "sd_study")
+    assert "NO_CHECKPOINT" in study and "load_clip()" in study and "SD_REAL" in study
 
 
 def test_project_a_grades_schedules_fid_table_and_a_written_conclusion():
