@@ -18,7 +18,7 @@ NBGRADER    := $(BIN)/nbgrader
 # nbgrader runs helper programs (alembic) by name: the environment's bin comes first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup book book-strict linkcheck test bench models release autograde grades feedback serve clean clean-grading
+.PHONY: help setup book book-strict linkcheck test bench bench-course models release autograde grades feedback serve clean clean-grading
 
 help:
 	@sed -n '1,6p' Makefile
@@ -58,6 +58,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sampler_overhead.py
 	$(BIN)/python benchmarks/end_to_end.py
 	$(BIN)/python benchmarks/quality_vs_nfe.py
+	$(BIN)/python benchmarks/sd_latency.py
+
+# What running the course costs (book cold and warm, the suite, autograde per submission for every
+# assignment at full settings): about 40 min on 2 cores, so not part of `make bench`.
+bench-course: $(STAMP)
+	$(BIN)/python benchmarks/course_operations.py
 
 # Retrain every committed checkpoint in src/diffusion_internals/checkpoints/ (CPU, one thread
 # each: about 7 min per digits model, 40 min per colour model, 2-2.5 h in all; the exact

@@ -17,12 +17,12 @@ overhead over the network alone, (ours - model only) / ours: the course's target
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 from pathlib import Path
 
 import torch
 
+from _results import write_csv  # benchmarks/_results.py, next to this script
 from diffusion_internals import pretrained, sampling
 from diffusion_internals.pipeline import DigitsPipeline
 from diffusion_internals.tradeoffs import seconds_per_image
@@ -89,12 +89,7 @@ def main() -> None:
                   f"{r['diffusers_ms_per_image']:7.3f} ms, model only {r['model_only_ms_per_image']:7.3f} ms | "
                   f"ours/diffusers {r['ours_over_diffusers']:.2f}, our overhead {100 * r['ours_overhead_vs_model']:.1f}%",
                   flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out}")
+    write_csv(args.out, rows)
 
 
 if __name__ == "__main__":

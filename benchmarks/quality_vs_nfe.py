@@ -15,12 +15,12 @@ stays within 10% of the reference.
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 import torch
 
+from _results import write_csv  # benchmarks/_results.py, next to this script
 from diffusion_internals import pretrained, sampling
 from diffusion_internals.classifier import load_classifier
 from diffusion_internals.data import load_dataset
@@ -74,12 +74,8 @@ def main() -> None:
         knee = min(good) if good else None
         print(f"{sampler:>20}" + "".join(f"{fids[n]:9.1f}" if n in fids else f"{'-':>9}" for n in args.nfe)
               + f"   {knee if knee is not None else 'never'}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
+    write_csv(args.out, rows)
+    print(f"{time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Time per step spent outside the network: our samplers, diffusers' scheduler loops, k-diffusion's samplers.
 
 The network returns a fixed tensor instantly, so what is timed is everything else a sampler does:
-the eps -> x0 conversion, the update, the noise. Latent (4, 4, 64, 64), float32, CPU. Each sampler
+the eps -> x0 conversion, the update, the noise. Latents (B, 4, 64, 64) for each batch size B of
+`--batch-sizes` (default 1 and 8), float32, CPU. Each sampler
 runs `--steps` steps on the grid of its diffusers counterpart (diffusers' own sigmas, ending in 0),
 `--repeats` times after one warm-up run, the implementations taking turns in a rotating order; the
 table gives the median milliseconds per step (per sigma interval: Heun, DPM2 and DPM++ 2S a call the
@@ -15,12 +16,11 @@ Columns:
 Ratios are taken within one run. k-diffusion's SDE samplers get an i.i.d. noise sampler (not the
 default Brownian tree) so that all three draw the same kind of noise.
 
-    python benchmarks/sampler_overhead.py --steps 50 --repeats 5
+    python benchmarks/sampler_overhead.py --steps 50 --repeats 5 --batch-sizes 1 8
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import time
@@ -34,10 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the k-diffusion importers (k_diffusion/__init__ needs extras)
 from kdiffusion_external import import_k_diffusion_external  # noqa: E402
 
+from _results import write_csv  # noqa: E402 (benchmarks/_results.py, next to this script)
 from diffusion_internals.denoisers import DiscreteDenoiser  # noqa: E402
 from diffusion_internals.sampling import SAMPLERS, diffusers_sigmas  # noqa: E402
 
-SHAPE = (4, 4, 64, 64)  # (B, C, H, W), a Stable Diffusion latent batch
+LATENT = (4, 64, 64)  # (C, H, W): a Stable Diffusion latent at 512x512
 SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 # sampler -> (diffusers class, constructor options, k-diffusion function name); None where there is none.
 COUNTERPARTS: dict[str, tuple[type | None, dict, str | None]] = {
@@ -83,11 +84,11 @@ def grid(sampler: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return diffusers_sigmas(scheduler), scheduler.alphas_cumprod.double()
 
 
-def measure(sampler: str, steps: int, repeats: int) -> dict[str, float | str]:
-    """One table row: ms per step of each implementation (nan where there is none)."""
+def measure(sampler: str, steps: int, repeats: int, batch: int) -> dict[str, float | str]:
+    """One table row: ms per step of each implementation (nan where there is none), latents (batch, 4, 64, 64)."""
     generator = torch.Generator().manual_seed(0)
-    z = torch.randn(SHAPE, generator=generator)
-    fixed = torch.randn(SHAPE, generator=generator) * 0.5  # the "network output", eps or x0
+    z = torch.randn(batch, *LATENT, generator=generator)
+    fixed = torch.randn(batch, *LATENT, generator=generator) * 0.5  # the "network output", eps or x0
 
     def eps_model(x_in, t, **cond):
         return fixed
@@ -125,7 +126,8 @@ def measure(sampler: str, steps: int, repeats: int) -> dict[str, float | str]:
         runs["k_full"] = lambda: k_fn(k_denoiser, z * k_sigmas[0], k_sigmas, disable=True, **extra)
         runs["k_bare"] = lambda: k_fn(bare, z * k_sigmas[0], k_sigmas, disable=True, **extra)
     nan = float("nan")
-    row: dict[str, float | str] = {"sampler": sampler, "steps": n, "diffusers": nan, "k_full": nan, "k_bare": nan}
+    row: dict[str, float | str] = {"sampler": sampler, "batch": batch, "steps": n, "diffusers": nan, "k_full": nan,
+                                   "k_bare": nan}
     row.update(interleaved_ms_per_step(runs, n, repeats))
     row["ours/diffusers"] = row["ours"] / row["diffusers"]
     row["ours/k_full"] = row["ours"] / row["k_full"]
@@ -141,30 +143,30 @@ def main() -> None:
     # a shared machine extra intra-op threads contend with other jobs (medians then swing 10-100x).
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     parser.add_argument("--samplers", nargs="*", default=list(SAMPLERS), choices=list(SAMPLERS))
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8], help="latent batch sizes (default 1 8)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sampler_overhead.csv")
     args = parser.parse_args()
     if args.steps < 2 or args.repeats < 1:
         parser.error(f"--steps must be >= 2 and --repeats >= 1, got {args.steps} and {args.repeats}")
+    if any(b < 1 for b in args.batch_sizes):
+        parser.error(f"--batch-sizes must all be >= 1, got {args.batch_sizes}")
     torch.set_num_threads(args.threads)
 
-    print(f"latent {SHAPE} float32, CPU, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+    print(f"latents (B, {', '.join(map(str, LATENT))}) float32 for B in {args.batch_sizes}, CPU, torch {torch.__version__} with {torch.get_num_threads()} threads, "
           f"diffusers {diffusers.__version__}; median of {args.repeats} after a warm-up; ms per step")
-    columns = ["sampler", "steps", "ours", "ours_bare", "diffusers", "k_full", "k_bare",
+    columns = ["sampler", "batch", "steps", "ours", "ours_bare", "diffusers", "k_full", "k_bare",
                "ours/diffusers", "ours/k_full", "bare/k_bare"]
     print(" ".join(f"{c:>18}" if i == 0 else f"{c:>14}" for i, c in enumerate(columns)))
     rows = []
     with torch.inference_mode():
-        for sampler in args.samplers:
-            row = measure(sampler, args.steps, args.repeats)
-            rows.append(row)
-            print(" ".join(f"{row[c]:>18}" if i == 0 else (f"{row[c]:>14}" if isinstance(row[c], int)
-                                                          else f"{row[c]:>14.3f}") for i, c in enumerate(columns)))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({c: (f"{r[c]:.4f}" if isinstance(r[c], float) else r[c]) for c in columns} for r in rows)
-    print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+        for batch in args.batch_sizes:
+            for sampler in args.samplers:
+                row = measure(sampler, args.steps, args.repeats, batch)
+                rows.append(row)
+                print(" ".join(f"{row[c]:>18}" if i == 0 else (f"{row[c]:>14}" if isinstance(row[c], int)
+                                                              else f"{row[c]:>14.3f}") for i, c in enumerate(columns)))
+    write_csv(args.out, ({c: (f"{r[c]:.4f}" if isinstance(r[c], float) else r[c]) for c in columns} for r in rows),
+              columns)
 
 
 if __name__ == "__main__":

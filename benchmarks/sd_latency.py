@@ -22,7 +22,6 @@ otherwise the column says "n/a (no checkpoint)".
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 import diffusers
 import torch
 
+from _results import write_csv  # benchmarks/_results.py, next to this script
 from diffusion_internals import sd
 from diffusion_internals.sampling import NAMED_SAMPLERS
 from diffusion_internals.sd.clip import NO_CHECKPOINT, clip_score, load_clip
@@ -135,13 +135,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 fixed, marginal = fit([r["steps"] for r in mine], [r["s_per_image"] for r in mine])
                 print(f"{sampler:>16} {batch:>5} {fixed:>10.4f} {marginal:>16.5f}")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows({**r, "s_per_image": f"{r['s_per_image']:.5f}", "s_per_step": f"{r['s_per_step']:.6f}"}
-                         for r in rows)
-    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    write_csv(out, ({**r, "s_per_image": f"{r['s_per_image']:.5f}", "s_per_step": f"{r['s_per_step']:.6f}"}
+                    for r in rows), COLUMNS)
     return rows
 
 
