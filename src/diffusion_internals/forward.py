@@ -18,7 +18,7 @@ import torch
 
 from diffusion_internals.broadcast import broadcast_like
 
-__all__ = ["q_sample", "q_step", "q_posterior"]
+__all__ = ["q_sample", "q_step", "q_posterior", "posterior"]
 
 
 def _at(name: str, schedule: torch.Tensor, t: int | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +78,15 @@ def q_posterior(x0: torch.Tensor, x_t: torch.Tensor, t: int | torch.Tensor,
         raise ValueError("alphas_cumprod must be < 1 at t for the posterior (no noise added yet), got 1.0")
     # alpha_bar_{t-1}, with alpha_bar_{-1} = 1 for the clean data (diffusers' `self.one`).
     a_prev = _at("alphas_cumprod", torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod]), t, x0)
-    beta = 1 - a / a_prev  # beta_t
-    mean = (a_prev.sqrt() * beta / (1 - a)) * x0 + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a)) * x_t
-    variance = (1 - a_prev) / (1 - a) * beta  # beta-tilde_t, (B or 1, 1, ..., 1)
+    mean, variance = posterior(x0, x_t, a, a_prev)
     return mean.to(x0.dtype), variance.to(x0.dtype)
+
+
+def posterior(x0: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor,
+              alpha_bar_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of q(x_{t'} | x_t, x0) for any earlier t' with alpha_bar' (Ho et al. 2020, eqs. 6-7)."""
+    a, a_prev = alpha_bar, alpha_bar_prev  # broadcastable to x; the step's beta = 1 - a / a'
+    beta = 1 - a / a_prev
+    mean = (a_prev.sqrt() * beta / (1 - a)) * x0 + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a)) * x_t
+    variance = (1 - a_prev) / (1 - a) * beta  # beta-tilde, (B or 1, 1, ..., 1)
+    return mean, variance

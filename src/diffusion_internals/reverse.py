@@ -27,7 +27,7 @@ from numbers import Integral
 
 import torch
 
-from diffusion_internals.forward import _at
+from diffusion_internals.forward import _at, posterior
 from diffusion_internals.parameterization import x0_from_eps
 
 __all__ = ["ddpm_step", "ddim_step"]
@@ -65,9 +65,7 @@ def ddpm_step(x_t: torch.Tensor, t: int | torch.Tensor, eps_hat: torch.Tensor, a
     if bool((a == 1).any()):
         raise ValueError("alphas_cumprod must be < 1 at t for the posterior (no noise added yet), got 1.0")
     x0_hat = x0_from_eps(x_t, eps_hat, a.reshape(-1) if a.shape[0] > 1 else a.reshape(()))
-    beta = 1 - a / a_prev
-    mean = (a_prev.sqrt() * beta / (1 - a)) * x0_hat + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a)) * x_t
-    variance = (1 - a_prev) / (1 - a) * beta  # beta-tilde
+    mean, variance = posterior(x0_hat, x_t, a, a_prev)
     return (mean + variance.sqrt() * noise).to(x_t.dtype)
 
 
