@@ -45,6 +45,7 @@ def test_index_and_chapter_pages_exist(built_book):
     assert (built_book / "book" / "02_reverse_process.html").is_file()
     assert (built_book / "book" / "03_ddpm_ddim.html").is_file()
     assert (built_book / "book" / "04_ode_samplers.html").is_file()
+    assert (built_book / "book" / "07_field_guide.html").is_file()
 
 
 @pytest.mark.slow
@@ -117,6 +118,29 @@ def test_chapter_4_is_executed_with_figures_and_citations(built_book):
         assert re.search(row, text), f"the FID-by-NFE table has no row for {sampler}"
         assert re.search(rf"{re.escape(sampler)}: knee at NFE \d+", text), f"no knee printed for {sampler}"
     assert re.search(r"wall time per image: Euler a 50 steps [\d.]+ ms", text), "the seed and timing cell did not run"
+
+
+@pytest.mark.slow
+def test_chapter_7_is_executed_with_figures_and_citations(built_book):
+    # oversaturation, schedule mismatch, residual noise, blur, class ignored, float16, batch size
+    text = executed_page(built_book, "07_field_guide", 7)
+    assert "Ho and Salimans" in text and "Saharia et al." in text and "Lin et al." in text, "citations were not rendered"
+    for function in ("def gradient_energy", "def residual_noise_std", "class FiniteTrace", "def batch_discrepancy"):
+        assert function in text, f"the package source ({function}) is not shown"
+    assert re.search(r"scale 7, rescale 0\.7 +0\.\d{3} +0\.\d{3}", text), "the oversaturation table is missing"
+    assert "lowest loss: 'linear' (the config claims 'cosine')" in text, "the schedule test did not find linear"
+    for steps in (5, 10, 20):  # the residual-noise estimate must track the last grid sigma
+        found = re.search(rf"\n *{steps} +(\d\.\d{{3}}) \| +(\d\.\d{{3}}) +\d\.\d\d \| +0\.000 +1\.00", text)
+        assert found, f"the residual-noise table has no row for {steps} steps"
+        assert abs(float(found.group(2)) - float(found.group(1))) < 0.3 * float(found.group(1)) + 0.02
+    assert re.search(r"eps read as v, DDIM 25 +0\.\d{3} +0\.\d{3} +\d\.\d\d", text), "the blur table is missing"
+    assert re.search(r"ratio at t=100 1\.\d\d", text), "the unconditional-loss test did not run"
+    assert re.search(r"float16, sigma_max 2\.03e4 +0 \(sigma 2\.03e\+04\)", text), "the float16 overflow was not found"
+    found = re.search(r"per sample +per sample +([\d.e+-]+)", text)
+    assert found and float(found.group(1)) < 1e-4, "the fixed sampler is not batch-invariant"
+    for row in ("oversaturation", "schedule mismatch", "residual noise", "blur", "class ignored", "fp16 NaN",
+                "batch size"):
+        assert re.search(rf"{row} +[a-z ]+( +\d+\.\d{{3}}){{3}}", text), f"the summary has no row {row!r}"
 
 
 @pytest.mark.slow
