@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from course import BIN, ROOT, run
+
 
 @pytest.fixture(scope="module")
 def one_thread():
@@ -12,3 +14,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def built_book():
+    """The whole book built once per test session (executed, warnings as errors): the site's _build/html."""
+    # --all re-reads every page so warnings of unchanged pages are reported again;
+    # execution results still come from the jupyter-cache when the code is unchanged.
+    result = run([str(BIN / "jupyter-book"), "build", str(ROOT), "--all", "-W", "-n", "--keep-going"], cwd=ROOT,
+                 timeout=1500)
+    assert result.returncode == 0, f"book build failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+    return ROOT / "_build" / "html"

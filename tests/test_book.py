@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from course import BIN, ROOT, run
+from course import ROOT
 
 HTML = ROOT / "_build" / "html"
 
@@ -14,15 +14,6 @@ HTML = ROOT / "_build" / "html"
 def text_of(page: str) -> str:
     """The visible text of an HTML page: tags removed, entities decoded."""
     return html.unescape(re.sub(r"<[^>]+>", "", page))
-
-
-@pytest.fixture(scope="module")
-def built_book():
-    # --all re-reads every page so warnings of unchanged pages are reported again;
-    # execution results still come from the jupyter-cache when the code is unchanged.
-    result = run([str(BIN / "jupyter-book"), "build", str(ROOT), "--all", "-W", "-n", "--keep-going"], cwd=ROOT, timeout=1500)
-    assert result.returncode == 0, f"book build failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
-    return HTML
 
 
 def executed_page(built_book, name: str, min_figures: int) -> str:
