@@ -36,6 +36,7 @@ def test_index_and_chapter_pages_exist(built_book):
     assert (built_book / "book" / "02_reverse_process.html").is_file()
     assert (built_book / "book" / "03_ddpm_ddim.html").is_file()
     assert (built_book / "book" / "04_ode_samplers.html").is_file()
+    assert (built_book / "book" / "06_stable_diffusion.html").is_file()
     assert (built_book / "book" / "07_field_guide.html").is_file()
 
 
@@ -109,6 +110,30 @@ def test_chapter_4_is_executed_with_figures_and_citations(built_book):
         assert re.search(row, text), f"the FID-by-NFE table has no row for {sampler}"
         assert re.search(rf"{re.escape(sampler)}: knee at NFE \d+", text), f"no knee printed for {sampler}"
     assert re.search(r"wall time per image: Euler a 50 steps [\d.]+ ms", text), "the seed and timing cell did not run"
+
+
+@pytest.mark.slow
+def test_chapter_6_is_executed_with_figures_and_citations(built_book):
+    # VAE round trip, sampler grids, parity images, digits mismatches, log-SNR / sqrt(alpha_bar) of SD's schedule
+    text = executed_page(built_book, "06_stable_diffusion", 5)
+    assert "Rombach et al." in text and "Lin et al." in text, "citations were not rendered"
+    for function in ("def decode", "def use_sampler"):
+        assert function in text, f"the package source ({function}) is not shown"
+    if "pipeline: the tiny random-weight pipeline" in text:  # no checkpoint on the build machine
+        assert "noise-like and only the mechanics are real" in text, "the tiny-pipeline notice is missing"
+    else:
+        assert "pipeline: a trained checkpoint" in text
+    rows = re.findall(r"(DDIM|DPM\+\+ 2M Karras), guidance_rescale (0\.0|0\.7): latents max\|ours - pipe\| = \S+ "
+                      r"\((\S+) of max\|latent\|\), images max\|ours - pipe\| = (\S+)", text)
+    assert len(rows) == 4, "the parity table is missing"
+    if "torch.float32, 12 steps" in text:
+        assert all(float(r[2]) <= 2e-5 and float(r[3]) <= 1e-5 for r in rows), rows
+    assert "my_loop and sd.generate: identical = True" in text
+    assert "SNR = 0.004682, sqrt(alpha_bar) = 0.068265" in text
+    assert re.search(r"read as +epsilon: (\d+) of \1 latent values are NaN", text), "zero-SNR eps NaN demo missing"
+    assert re.search(r"read as v_prediction: 0 of \d+ latent values", text)
+    fid = dict(re.findall(r"(linear-\S+ [^:\n]*): digits-FID +([\d.]+)", text))
+    assert float(fid["linear-v-zsnr read as eps"]) > 10 * float(fid["linear-v-zsnr as trained (v)"]), fid
 
 
 @pytest.mark.slow
