@@ -18,7 +18,7 @@ NBGRADER    := $(BIN)/nbgrader
 # nbgrader runs helper programs (alembic) by name: the environment's bin comes first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup book book-strict linkcheck test bench bench-course models release autograde grades feedback serve clean clean-grading
+.PHONY: help setup book book-strict notebooks linkcheck test bench bench-course models release autograde grades feedback serve clean clean-grading
 
 help:
 	@sed -n '1,6p' Makefile
@@ -45,6 +45,12 @@ book: $(STAMP)
 # What CI checks: every page re-read, warnings are errors (execution still cached).
 book-strict: $(STAMP)
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
+
+# Every executable chapter as a clean .ipynb (no outputs) in _build/notebooks/, the same files the
+# build puts in _build/html/_notebooks/ (book/_ext/launch_paths.py); the Pages workflow pushes them
+# to the orphan `notebooks` branch that the "Open in Colab" links open.
+notebooks: $(STAMP)
+	$(BIN)/python scripts/export_notebooks.py --out _build/notebooks
 
 # External links and images of the site (needs network; CI runs it weekly, .github/workflows/links.yml).
 linkcheck: $(STAMP)

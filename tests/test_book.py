@@ -116,6 +116,7 @@ def test_chapter_4_is_executed_with_figures_and_citations(built_book):
 def test_chapter_6_is_executed_with_figures_and_citations(built_book):
     # VAE round trip, sampler grids, parity images, digits mismatches, log-SNR / sqrt(alpha_bar) of SD's schedule
     text = executed_page(built_book, "06_stable_diffusion", 5)
+    assert "Needs a GPU" in text and "about 4 GB" in text, "the GPU banner (front matter gpu:) is missing"
     assert "Rombach et al." in text and "Lin et al." in text, "citations were not rendered"
     for function in ("def decode", "def use_sampler"):
         assert function in text, f"the package source ({function}) is not shown"
