@@ -36,6 +36,7 @@ def test_index_and_chapter_pages_exist(built_book):
     assert (built_book / "book" / "02_reverse_process.html").is_file()
     assert (built_book / "book" / "03_ddpm_ddim.html").is_file()
     assert (built_book / "book" / "04_ode_samplers.html").is_file()
+    assert (built_book / "book" / "05_guidance.html").is_file()
     assert (built_book / "book" / "06_stable_diffusion.html").is_file()
     assert (built_book / "book" / "07_field_guide.html").is_file()
 
@@ -110,6 +111,23 @@ def test_chapter_4_is_executed_with_figures_and_citations(built_book):
         assert re.search(row, text), f"the FID-by-NFE table has no row for {sampler}"
         assert re.search(rf"{re.escape(sampler)}: knee at NFE \d+", text), f"no knee printed for {sampler}"
     assert re.search(r"wall time per image: Euler a 50 steps [\d.]+ ms", text), "the seed and timing cell did not run"
+
+
+@pytest.mark.slow
+def test_chapter_5_is_executed_with_the_sweep_and_a_kernel_free_explorer(built_book):
+    # mixture histograms, image rows, the plain sweep, every fix on the sweep, the fixes at w = 7 and 15
+    text = executed_page(built_book, "05_guidance", 5)
+    assert "Ho and Salimans" in text and "Lin et al." in text and "Saharia et al." in text, "citations missing"
+    assert "def optimal_scale" in text, "the package's rule is not shown"
+    found = dict(re.findall(r"(none|rescale|threshold|interval|apg): optimal w = +([\d.]+)", text))
+    assert set(found) == {"none", "rescale", "threshold", "interval", "apg"}, found
+    assert 1 <= float(found["none"]) <= 3, f"plain CFG's optimal scale should be small, got {found['none']}"
+    # The static explorer: a slider and radio buttons over precomputed frames, all in the page itself.
+    page = (built_book / "book" / "05_guidance.html").read_text()
+    assert 'id="cfgx-slider"' in page and 'name="cfgx-fix"' in page and "function cfgxShow" in page
+    frames = re.search(r"var cfgxFrames = (\{.*?\});", page)
+    assert frames and frames.group(1).count("data:image/png;base64,") >= 35, "the explorer's frames are missing"
+    assert "Static explorer" in text and "Live explorer" in text
 
 
 @pytest.mark.slow
