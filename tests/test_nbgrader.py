@@ -96,6 +96,7 @@ def test_source_notebook_structure(notebook):
     ("project_a_schedules/project_a_schedules.ipynb", 12),
     ("03_ddpm_ddim/ddpm_ddim.ipynb", 12),
     ("04_ode_samplers/ode_samplers.ipynb", 12),
+    ("05_guidance/guidance.ipynb", 17),
     ("project_b_samplers/project_b_samplers.ipynb", 13),
 ])
 def test_assignment_size(notebook, min_points):
