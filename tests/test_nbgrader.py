@@ -98,6 +98,7 @@ def test_source_notebook_structure(notebook):
     ("04_ode_samplers/ode_samplers.ipynb", 12),
     ("05_guidance/guidance.ipynb", 17),
     ("project_b_samplers/project_b_samplers.ipynb", 13),
+    ("project_c_production/project_c_production.ipynb", 16),
 ])
 def test_assignment_size(notebook, min_points):
     nb = nbformat.read(SOLUTIONS / notebook, as_version=4)
@@ -120,6 +121,15 @@ def test_project_b_grades_timing_knee_tables_and_a_written_recommendation():
     assert "sd.tiny_pipeline()" in graded["test_sd_images"].source
     study = next(c.source for c in nb.cells if nbgrader_meta(c).get("grade_id") == "sd_study")
     assert "NO_CHECKPOINT" in study and "load_clip()" in study and "SD_REAL" in study
+
+
+def test_project_c_grades_diagnosis_slider_table_and_a_written_report():
+    nb = nbformat.read(SOLUTIONS / "project_c_production" / "project_c_production.ipynb", as_version=4)
+    graded = {nbgrader_meta(c)["grade_id"]: c for c in nb.cells if nbgrader_meta(c).get("grade")}
+    assert {"test_eps_error", "test_diagnose", "test_slider", "test_table", "report"} <= set(graded)
+    assert is_manual(graded["report"])
+    # The diagnosis is graded on hidden variants of the flawed config, against the package's diagnose.
+    assert "from diffusion_internals import production as _ref" in graded["test_diagnose"].source
 
 
 def test_project_a_grades_schedules_fid_table_and_a_written_conclusion():

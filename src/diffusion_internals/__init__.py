@@ -15,6 +15,8 @@ Each module holds one piece of the math and points back to its chapter:
   the course's own small datasets, networks, trainer, committed checkpoints, FID and accuracy
   measures, and a diffusers pipeline for them (chapters 2-7). Import them by name; they pull in
   diffusers and scikit-learn, which the course extras install.
+- `guidance_sweep` (import by name): the guidance-scale sweep with every fix, the optimal-scale rule, the committed sweep (chapter 5).
+- `production` (import by name): diagnosing a shipped model's config against its weights, a capped guidance slider (Project C).
 - `diagnostics` (import by name): sharpness, residual noise, contrast, finiteness per step, batch invariance (chapter 7).
 - `sd` (import by name; needs diffusers and transformers): Stable Diffusion pipelines, a tiny offline one, and our own loop around their parts.
 - `grading`: checks with learner-readable messages, used by the assignments' hidden tests.
