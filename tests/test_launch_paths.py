@@ -213,8 +213,6 @@ def test_an_incomplete_gpu_entry_is_refused_with_the_page_named(gpu):
         lp.gpu_requirement({"gpu": gpu}, page="book/06_x.md")
 
 
-@pytest.mark.xfail(strict=True, reason="the chapters' and graded notebooks' set-up cells still install the default "
-                   "branch; pin them to ...@v<version> of pyproject.toml, then remove this marker")
 def test_set_up_cells_install_the_course_release():
     """Colab installs the release the course was tested with: `...@v<version>` of pyproject.toml."""
     spec = f'"diffusion-internals[course] @ git+{CONFIG["repository"]["url"]}@v{VERSION}"'
