@@ -226,4 +226,6 @@ def test_performance_appendix_renders_the_committed_benchmark_tables(built_book)
         assert re.search(rf"dpmpp_2m\s*{batch}\s*0\.\d+", text), f"the sampler-overhead table has no dpmpp_2m row, batch {batch}"
     assert re.search(r"tiny \(random weights\)[^\n]*\s*DPM\+\+ 2M Karras\s*\d+\s*\d\s*0\.\d+", text), \
         "the SD latency table has no DPM++ 2M Karras row, or does not say it ran on the tiny pipeline"
+    assert re.search(r"book warm\s*all pages\s*[\d.]+\s*120\.0", text), "the course-operations table is missing"
+    assert "05_guidance" in text and "project_c_production" in text
     assert re.search(r"DPM\+\+ 2M Karras\s*20\s*\d+\.\d+", text), "the end-to-end table has no DPM++ 2M Karras row"
