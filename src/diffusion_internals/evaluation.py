@@ -37,15 +37,18 @@ __all__ = ["sample_classes", "evaluate"]
 
 def sample_classes(denoiser: DiscreteDenoiser, labels: torch.Tensor, *, guidance: float, steps: int = 50,
                    sampler: str = "ddim", schedule: str = "leading", generator: torch.Generator | None = None,
-                   progress: bool = False) -> torch.Tensor:
-    """Samples (B, C, H, W) of the given labels (B,) with CFG at scale `guidance`, unclipped (Ho & Salimans 2022; Song et al. 2021)."""
+                   progress: bool = False, **fixes: Any) -> torch.Tensor:
+    """Samples (B, C, H, W) of the given labels (B,) with CFG at scale `guidance`, unclipped (Ho & Salimans 2022; Song et al. 2021).
+
+    `fixes` are CFGDenoiser's keyword options (rescale=, threshold=, interval=, apg=, ...).
+    """
     model = denoiser.model
     null = null_label(model)
     if null is None:
         raise ValueError("denoiser.model must be class-conditional (a num_class_embeds config entry)")
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.dtype != torch.int64:
         raise ValueError(f"labels must be an int64 tensor of shape (B,), got {getattr(labels, 'shape', labels)}")
-    guided = CFGDenoiser(denoiser, guidance, uncond={"class_labels": torch.tensor([null])})
+    guided = CFGDenoiser(denoiser, guidance, uncond={"class_labels": torch.tensor([null])}, **fixes)
     shape = (len(labels), model.config.in_channels, model.config.sample_size, model.config.sample_size)
     return sample(guided, shape, sampler=sampler, steps=steps, schedule=schedule, generator=generator,
                   extra_args={"class_labels": labels}, progress=progress)

@@ -30,11 +30,12 @@ import torch
 from diffusion_internals.classifier import CLASSIFIERS, load_classifier
 from diffusion_internals.data import load_dataset
 from diffusion_internals.denoisers import DiscreteDenoiser
+from diffusion_internals.evaluation import sample_classes
 from diffusion_internals.guidance import APG, CFGDenoiser
 from diffusion_internals.metrics import clipping_fraction, extract_features, frechet_distance, saturation
 from diffusion_internals.models import null_label
 from diffusion_internals.pretrained import checkpoint_path, read_training_config
-from diffusion_internals.sampling import SAMPLERS, SCHEDULES, sample
+from diffusion_internals.sampling import SAMPLERS, SCHEDULES
 
 __all__ = [
     "FIXES",
@@ -128,12 +129,10 @@ def guided_samples(denoiser: DiscreteDenoiser, labels: torch.Tensor, scale: floa
         raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
-    config = denoiser.model.config if hasattr(denoiser, "model") else None
-    model = guided(denoiser, scale, fix)
-    shape = (len(labels), config.in_channels, config.sample_size, config.sample_size)  # (B, C, H, W)
-    return sample(model, shape, sampler=sampler, steps=steps, schedule=schedule,
-                  generator=torch.Generator().manual_seed(seed), extra_args={"class_labels": labels},
-                  progress=progress)
+    _null(denoiser)  # this module's message for a denoiser without a null label
+    return sample_classes(denoiser, labels, guidance=_check_scale(scale), steps=steps, sampler=sampler,
+                          schedule=schedule, generator=torch.Generator().manual_seed(seed), progress=progress,
+                          **FIX_DEFAULTS[_check_fix(fix)])
 
 
 @torch.no_grad()
