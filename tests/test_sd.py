@@ -24,11 +24,14 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import warnings
 from pathlib import Path
 
 import pytest
 import regex
+import types
+
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
@@ -281,6 +284,15 @@ def test_default_device_and_dtype(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert sd.default_device_dtype() == (torch.device("cuda"), torch.float16)
     assert sd.default_device_dtype("cpu") == (torch.device("cpu"), torch.float32)
+
+
+def test_random_weights_are_told_from_a_checkpoint_by_the_tokenizer(pipe):
+    # Both random-weight pipelines carry the package's tokenizer; a trained SD 1.x checkpoint carries CLIP
+    # ViT-L/14's, whose vocabulary has 49,408 tokens (Radford et al. 2021).
+    assert sd.has_random_weights(pipe)
+    assert sd.has_random_weights(sd.sd15_architecture_pipeline(device="meta"))
+    checkpoint = types.SimpleNamespace(tokenizer=[None] * 49408)
+    assert not sd.has_random_weights(checkpoint)
 
 
 def test_sd15_architecture_has_the_published_parameter_counts():

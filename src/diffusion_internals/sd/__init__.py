@@ -15,6 +15,7 @@ from diffusion_internals.sd.loop import decode, encode_prompt, generate, grid, g
 from diffusion_internals.sd.pipelines import (
     check_tokenizer,
     default_device_dtype,
+    has_random_weights,
     hub_snapshot,
     load_pipeline,
     sd15_architecture_pipeline,
@@ -29,6 +30,7 @@ __all__ = [
     "tiny_tokenizer",
     "sd15_configs",
     "sd15_architecture_pipeline",
+    "has_random_weights",
     "check_tokenizer",
     "default_device_dtype",
     "use_sampler",

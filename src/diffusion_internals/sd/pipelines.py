@@ -42,6 +42,7 @@ __all__ = [
     "tiny_pipeline",
     "sd15_configs",
     "sd15_architecture_pipeline",
+    "has_random_weights",
     "check_tokenizer",
     "hub_snapshot",
     "load_pipeline",
@@ -166,6 +167,13 @@ def sd15_architecture_pipeline(*, device: str | torch.device | None = None, dtyp
         text_encoder = CLIPTextModel(_text_config(tokenizer, **text))
     pipe = _assemble(unet, vae, text_encoder, tokenizer)
     return pipe if meta else pipe.to(dtype=dtype)
+
+
+def has_random_weights(pipe: StableDiffusionPipeline) -> bool:
+    """True for tiny_pipeline and sd15_architecture_pipeline, whose images mean nothing; False for a trained checkpoint."""
+    # Both carry the package's small tokenizer (1,303 tokens); a real SD checkpoint carries CLIP's (49,408). That,
+    # not a file name or where it was loaded from, says whether the weights were trained.
+    return len(pipe.tokenizer) == len(tiny_tokenizer())
 
 
 def check_tokenizer(tokenizer: Any, text_encoder: Any = None) -> Any:
