@@ -1,6 +1,7 @@
 # Diffusion Internals: one entry point for learners, instructors and CI.
 #   make book   set up .venv (first time only) and build the executed site into _build/html
-#   make test   set up .venv (first time only) and run the whole test suite (book build included)
+#   make test   set up .venv (first time only), lint, and run the whole test suite (book build included)
+#   make test-fast  the inner loop: lint, the package's tests and everything not marked slow
 # Instructors: make release | autograde | grades | feedback   (see README.md)
 
 PYTHON      ?= python3
@@ -18,10 +19,10 @@ NBGRADER    := $(BIN)/nbgrader
 # nbgrader runs helper programs (alembic) by name: the environment's bin comes first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup book book-strict notebooks linkcheck test bench bench-course models release autograde grades feedback serve clean clean-grading
+.PHONY: help setup book book-strict notebooks linkcheck lint format test test-fast bench bench-course models release autograde grades feedback serve clean clean-grading
 
 help:
-	@sed -n '1,6p' Makefile
+	@sed -n '1,7p' Makefile
 
 # The environment: rebuilt only when pyproject.toml or the pinned versions change.
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -31,7 +32,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	# Test oracle only: k-diffusion without its heavy extras (tests import k_diffusion.sampling alone).
 	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) --no-deps k-diffusion torchdiffeq torchsde trampoline
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (diffusion-internals)" >/dev/null
-	$(BIN)/python -m diffusion_internals.grading_kernel install >/dev/null
+	$(BIN)/python -m diffusion_internals.course.grading.kernel install >/dev/null
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -56,8 +57,21 @@ notebooks: $(STAMP)
 linkcheck: $(STAMP)
 	$(BIN)/jupyter-book build . --builder linkcheck
 
-test: $(STAMP)
+# ruff: lint (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and format, configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Under 3 minutes on 2 cores: every test of the package (tests/package) and the course's tests not marked slow.
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Speed tables (benchmarks/*.py print a table and write benchmarks/results/*.csv); CPU, one thread.
 bench: $(STAMP)
@@ -71,7 +85,7 @@ bench: $(STAMP)
 bench-course: $(STAMP)
 	$(BIN)/python benchmarks/course_operations.py
 
-# Retrain every committed checkpoint in src/diffusion_internals/checkpoints/ (CPU, one thread
+# Retrain every committed checkpoint in src/diffusion_internals/course/checkpoints/ (CPU, one thread
 # each: about 7 min per digits model, 40 min per colour model, 2-2.5 h in all; the exact
 # commands are in scripts/train_models.sh, and each training.json records its own).
 models: $(STAMP)

@@ -26,7 +26,7 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", ".pyte
 
 # Grading executes student code in this kernel, installed into the course's virtual
 # environment by `make setup`: the course's Python under an address-space limit
-# (DIFFUSION_INTERNALS_GRADING_MEMORY_GB, default 8; see diffusion_internals.grading_kernel),
+# (DIFFUSION_INTERNALS_GRADING_MEMORY_GB, default 8; see diffusion_internals.course.grading.kernel),
 # so a cell that allocates far too much fails alone instead of exhausting the machine.
 # Pinning it matters: with the default "python3", a stale user-level kernelspec can point to
 # another Python without the package, and every test cell then scores 0.

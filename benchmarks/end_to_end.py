@@ -5,10 +5,10 @@ step) is sampled two ways for each sampler name:
 
   ours       sampling.sample(DiscreteDenoiser(unet), ...) with the name's sampler on the grid the
              diffusers scheduler uses (the checkpoint's "leading" spacing, or Karras sigmas)
-  diffusers  DigitsPipeline with sampling.diffusers_scheduler(name, ...), diffusers' own loop
+  diffusers  DigitsPipeline with diffusers_compat.diffusers_scheduler(name, ...), diffusers' own loop
   model only the U-Net called as many times on the same batch: the floor both loops stand on
 
-Timing: diffusion_internals.tradeoffs.seconds_per_image (one warm-up run, median of --repeats,
+Timing: diffusion_internals.course.tradeoffs.seconds_per_image (one warm-up run, median of --repeats,
 synchronised on CUDA). The table gives milliseconds per image, the ratio ours / diffusers, and our
 overhead over the network alone, (ours - model only) / ours: the course's target is under 5%.
 
@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 
 from _results import write_csv  # benchmarks/_results.py, next to this script
-from diffusion_internals import pretrained, sampling
-from diffusion_internals.pipeline import DigitsPipeline
-from diffusion_internals.tradeoffs import seconds_per_image
+from diffusion_internals.course import checkpoints
+from diffusion_internals import diffusers_compat, sampling
+from diffusion_internals.course.digits_pipeline import DigitsPipeline
+from diffusion_internals.course.tradeoffs import seconds_per_image
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "digits-linear-eps"
@@ -46,7 +47,7 @@ def main() -> None:
     pipe = DigitsPipeline.from_checkpoint(MODEL).to(device)
     pipe.set_progress_bar_config(disable=True)
     base = pipe.scheduler.config
-    denoiser = pretrained.load_denoiser(MODEL)
+    denoiser = checkpoints.load_denoiser(MODEL)
     denoiser.model.to(device)
     labels = (torch.arange(args.batch) % 10).to(device)
     shape = (args.batch, 1, 8, 8)
@@ -55,7 +56,7 @@ def main() -> None:
         recipe = sampling.resolve(name)
         schedule = "karras" if recipe.schedule == "karras" else "leading"  # the grid of the saved DDIM config
         for steps in args.steps:
-            pipe.scheduler = sampling.diffusers_scheduler(name, base)
+            pipe.scheduler = diffusers_compat.diffusers_scheduler(name, base)
             pipe.scheduler.set_timesteps(steps)
             calls = len(pipe.scheduler.timesteps)  # network calls of diffusers' loop (one per timestep here)
 

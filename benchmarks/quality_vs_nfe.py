@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 
 from _results import write_csv  # benchmarks/_results.py, next to this script
-from diffusion_internals import pretrained, sampling
-from diffusion_internals.classifier import load_classifier
-from diffusion_internals.data import load_dataset
-from diffusion_internals.metrics import classifier_accuracy, extract_features, frechet_distance
+from diffusion_internals.course import checkpoints
+from diffusion_internals import sampling
+from diffusion_internals.course.checkpoints import load_classifier
+from diffusion_internals.course.data import load_dataset
+from diffusion_internals.course.metrics import classifier_accuracy, extract_features, frechet_distance
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "digits-cosine-eps"
@@ -41,7 +42,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality_vs_nfe.csv")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    denoiser = pretrained.load_denoiser(MODEL)
+    denoiser = checkpoints.load_denoiser(MODEL)
     classifier = load_classifier("digits")
     reference = extract_features(load_dataset("digits", split="test").images, classifier.features)
     labels = torch.arange(10).repeat_interleave(args.per_class)

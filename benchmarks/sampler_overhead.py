@@ -36,7 +36,8 @@ from kdiffusion_external import import_k_diffusion_external  # noqa: E402
 
 from _results import write_csv  # noqa: E402 (benchmarks/_results.py, next to this script)
 from diffusion_internals.denoisers import DiscreteDenoiser  # noqa: E402
-from diffusion_internals.sampling import SAMPLERS, diffusers_sigmas  # noqa: E402
+from diffusion_internals.sampling import SAMPLERS  # noqa: E402
+from diffusion_internals.diffusers_compat import diffusers_sigmas
 
 LATENT = (4, 64, 64)  # (C, H, W): a Stable Diffusion latent at 512x512
 SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}

@@ -37,7 +37,7 @@ from diffusion_internals import sd
 from diffusion_internals.sampling import NAMED_SAMPLERS
 from diffusion_internals.sd.clip import NO_CHECKPOINT, clip_score, load_clip
 from diffusion_internals.sd.pipelines import MODEL_ENV
-from diffusion_internals.tradeoffs import seconds_per_image
+from diffusion_internals.course.tradeoffs import seconds_per_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ["DDIM", "Euler", "Euler a", "DPM++ 2M Karras", "UniPC"]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the committed checkpoints in src/diffusion_internals/checkpoints/ (what `make models` runs).
+# Rebuild the committed checkpoints in src/diffusion_internals/course/checkpoints/ (what `make models` runs).
 #
 #   scripts/train_models.sh                 all of them, classifiers first (they score the others)
 #   scripts/train_models.sh NAME [NAME...]  only these (names below)
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
-OUT=${OUT:-src/diffusion_internals/checkpoints}
+OUT=${OUT:-src/diffusion_internals/course/checkpoints}
 NICE=${NICE:-10}
 
 ORDER=(
@@ -56,5 +56,5 @@ for name in "${names[@]}"; do
   echo "== $name"
   rm -rf "${OUT:?}/$name"
   # shellcheck disable=SC2086  # ARGS entries are word lists
-  nice -n "$NICE" "$PYTHON" -m diffusion_internals.train ${ARGS[$name]} --out "$OUT/$name"
+  nice -n "$NICE" "$PYTHON" -m diffusion_internals.course ${ARGS[$name]} --out "$OUT/$name"
 done

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course import BIN, ROOT, run
+from support import BIN, ROOT, run
 
 
 @pytest.fixture(scope="module")

@@ -1,29 +1,44 @@
-"""Diffusion Internals: the course's small, exact reference package.
+"""Diffusion Internals: the course's small, exact reference package, in three layers.
 
-Each module holds one piece of the math and points back to its chapter:
+The core (this folder), torch and numpy only; each module holds one piece of the math and points back to its chapter:
 
 - `schedules`: beta schedules, alphas_cumprod, SNR, timestep and sigma grids (chapter 1).
 - `forward`: the forward process q(x_t | x_0), one Markov step, the posterior (chapter 1).
-- `reverse`: one DDPM reverse step p(x_{t-1} | x_t) through the posterior, in timestep indices (chapter 2).
-- `parameterization`: conversions between the eps, x0, v targets and the score (chapters 1-2).
+- `reverse`: one DDPM or DDIM reverse step in timestep indices (chapters 2-3).
+- `parameterization`: what a network predicts (eps, x0, v) and the conversions between them and the score (chapters 1-2).
 - `denoisers`: the denoiser abstraction D(x, sigma) -> x0_hat, network wrappers, exact Gaussian denoisers (chapter 4).
 - `samplers`: DDPM, DDIM, Euler, Heun, DPM2, LMS, DPM-Solver++, UniPC, CFG++ as plain functions (chapters 3-4).
-- `sampling`: one front door, `sample(...)`, and the sampler names of UI menus mapped to ours and to diffusers' (chapter 4).
+- `sampling`: one front door, `sample(...)`, and the sampler names of UI menus (chapter 4).
 - `guidance`: classifier-free guidance and its fixes as denoiser wrappers (chapter 5).
-- `noise`: per-sample reproducible noise.
-- `data`, `models`, `training` (the simple loss, loss per timestep, the trainer), `train` (CLI), `pretrained`, `classifier`, `metrics`, `evaluation`, `pipeline`:
-  the course's own small datasets, networks, trainer, committed checkpoints, FID and accuracy
-  measures, and a diffusers pipeline for them (chapters 2-7). Import them by name; they pull in
-  diffusers and scikit-learn, which the course extras install.
-- `guidance_sweep` (import by name): the guidance-scale sweep with every fix, the optimal-scale rule, the committed sweep (chapter 5).
-- `production` (import by name): diagnosing a shipped model's config against its weights, a capped guidance slider (Project C).
-- `diagnostics` (import by name): sharpness, residual noise, contrast, finiteness per step, batch invariance (chapter 7).
-- `sd` (import by name; needs diffusers and transformers): Stable Diffusion pipelines, a tiny offline one, and our own loop around their parts.
-- `grading`: checks with learner-readable messages, used by the assignments' hidden tests.
+- `diffusers_compat`: a UI sampler name as a diffusers scheduler; a diffusers scheduler's sigma grid.
+- `utils`: the shape contract (`broadcast_like`) and per-sample reproducible noise.
+- `validation`: the argument checks of the front doors, with messages that name the parameter.
+
+Two layers on top, imported by name (they need the course extras: diffusers, scikit-learn, ...):
+
+- `diffusion_internals.course`: the course's own world: data, models, training, committed checkpoints,
+  metrics, evaluation, the guidance sweep, Project C's production tools, the digits pipeline, plotting,
+  grading, and the training command line (`python -m diffusion_internals.course`).
+- `diffusion_internals.sd`: Stable Diffusion pipelines, a tiny offline one, and our own loop around their parts.
+
+The core never imports `course` or `sd`, and `sd` never imports `course` (tests/package/test_layout.py).
 """
+
 from importlib.metadata import PackageNotFoundError, version
 
-from . import denoisers, forward, guidance, noise, parameterization, reverse, samplers, sampling, schedules
+from . import (
+    denoisers,
+    diffusers_compat,
+    forward,
+    guidance,
+    parameterization,
+    reverse,
+    samplers,
+    sampling,
+    schedules,
+    utils,
+    validation,
+)
 
 try:
     __version__ = version("diffusion-internals")
@@ -32,13 +47,15 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 __all__ = [
     "denoisers",
+    "diffusers_compat",
     "forward",
     "guidance",
-    "noise",
     "parameterization",
     "reverse",
     "samplers",
     "sampling",
     "schedules",
+    "utils",
+    "validation",
     "__version__",
 ]

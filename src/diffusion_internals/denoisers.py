@@ -24,8 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from diffusion_internals.broadcast import broadcast_like
-from diffusion_internals.noise import randn_like
+from diffusion_internals.utils import broadcast_like
+from diffusion_internals.utils import randn_like
 from diffusion_internals.schedules import sigmas_from_alphas_cumprod
 
 __all__ = ["Denoiser", "DiscreteDenoiser", "GaussianDenoiser", "GaussianMixtureDenoiser", "gaussian_ode_solution"]

@@ -16,7 +16,7 @@ from numbers import Integral
 
 import torch
 
-from diffusion_internals.broadcast import broadcast_like
+from diffusion_internals.utils import broadcast_like
 
 __all__ = ["q_sample", "q_step", "q_posterior", "posterior"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffusion_internals.broadcast import broadcast_like
+from diffusion_internals.utils import broadcast_like
 
 __all__ = [
     "cfg",

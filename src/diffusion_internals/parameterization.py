@@ -2,7 +2,7 @@
 
 With ``x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps`` (Ho et al. 2020, eq. 4) any two of
 ``x_t, x0, eps, v`` give the others. ``x`` tensors are ``(B, ...)``; ``alpha_bar`` is a scalar or
-``(B,)`` (broadcast by :func:`diffusion_internals.broadcast.broadcast_like`). Results keep the
+``(B,)`` (broadcast by :func:`diffusion_internals.utils.broadcast_like`). Results keep the
 dtype of the first tensor argument; the schedule arithmetic is done in float64.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from diffusion_internals.broadcast import broadcast_like
+from diffusion_internals.utils import broadcast_like
 
 __all__ = ["x0_from_eps", "eps_from_x0", "v_from_x0_eps", "x0_from_v", "eps_from_v", "score_from_eps"]
 

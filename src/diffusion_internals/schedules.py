@@ -14,6 +14,8 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 
+from diffusion_internals.validation import check_int, check_real, check_tensor
+
 __all__ = [
     "make_betas",
     "alphas_cumprod",
@@ -40,40 +42,6 @@ BETA_SCHEDULE_OPTIONS: dict[str, dict[str, float]] = {
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 
 
-# ----------------------------------------------------------------------------- input checks
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} of type {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_real(name: str, value: object, ok: Callable[[float], bool], allowed: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number with {allowed}, got {value!r}")
-    if not ok(float(value)):
-        raise ValueError(f"{name} must satisfy {allowed}, got {value}")
-    return float(value)
-
-
-def _check_tensor(name: str, values: object, ok: Callable[[torch.Tensor], torch.Tensor], allowed: str,
-                  *, one_dim: bool = True) -> torch.Tensor:
-    """Return ``values`` as float64 after checking type, shape and that ``ok(values)`` holds everywhere."""
-    if not isinstance(values, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(values).__name__}")
-    if one_dim and (values.ndim != 1 or values.numel() == 0):
-        raise ValueError(f"{name} must be a non-empty 1-D tensor, got shape {tuple(values.shape)}")
-    values = values.to(torch.float64)
-    good = ok(values)
-    if not bool(good.all()):
-        index = tuple(i.item() for i in torch.nonzero(~good)[0])
-        raise ValueError(f"{name} must have values in {allowed}; got {values[index].item()} at index {index}")
-    return values
-
-
 # ----------------------------------------------------------------------------- betas
 
 
@@ -93,7 +61,7 @@ def make_betas(kind: str, num_steps: int = 1000, **options: float) -> torch.Tens
     """Betas of a named schedule in float64 (Ho et al. 2020 Sec. 4; Nichol & Dhariwal 2021 eq. 17; Li et al. 2022; Xu et al. 2022)."""
     if kind not in BETA_SCHEDULE_OPTIONS:
         raise ValueError(f"kind must be one of {sorted(BETA_SCHEDULE_OPTIONS)}, got {kind!r}")
-    num_steps = _check_int("num_steps", num_steps, minimum=1)
+    num_steps = check_int("num_steps", num_steps, minimum=1)
     defaults = BETA_SCHEDULE_OPTIONS[kind]
     for name, value in options.items():
         if name not in defaults:
@@ -104,8 +72,8 @@ def make_betas(kind: str, num_steps: int = 1000, **options: float) -> torch.Tens
     opts = {**defaults, **options}
 
     if kind in ("linear", "scaled_linear", "sigmoid"):
-        beta_start = _check_real("beta_start", opts["beta_start"], lambda b: 0 < b < 1, "0 < beta_start < 1")
-        beta_end = _check_real("beta_end", opts["beta_end"], lambda b: beta_start <= b < 1,
+        beta_start = check_real("beta_start", opts["beta_start"], lambda b: 0 < b < 1, "0 < beta_start < 1")
+        beta_end = check_real("beta_end", opts["beta_end"], lambda b: beta_start <= b < 1,
                                f"beta_start ({beta_start}) <= beta_end < 1")
         if kind == "linear":
             return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
@@ -114,12 +82,12 @@ def make_betas(kind: str, num_steps: int = 1000, **options: float) -> torch.Tens
         ramp = torch.linspace(-6, 6, num_steps, dtype=torch.float64)  # sigmoid
         return torch.sigmoid(ramp) * (beta_end - beta_start) + beta_start
 
-    max_beta = _check_real("max_beta", opts["max_beta"], lambda b: 0 < b <= 1, "0 < max_beta <= 1")
+    max_beta = check_real("max_beta", opts["max_beta"], lambda b: 0 < b <= 1, "0 < max_beta <= 1")
     if kind == "cosine":
-        s = _check_real("s", opts["s"], lambda v: v >= 0, "s >= 0")
+        s = check_real("s", opts["s"], lambda v: v >= 0, "s >= 0")
         return _betas_from_alpha_bar(lambda t: torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2, num_steps,
                                      s=s, max_beta=max_beta)
-    s = _check_real("s", opts["s"], lambda v: 0 <= v < 1, "0 <= s < 1")  # sqrt
+    s = check_real("s", opts["s"], lambda v: 0 <= v < 1, "0 <= s < 1")  # sqrt
     return _betas_from_alpha_bar(lambda t: 1 - torch.sqrt(t + s), num_steps, s=s, max_beta=max_beta)
 
 
@@ -128,12 +96,12 @@ def make_betas(kind: str, num_steps: int = 1000, **options: float) -> torch.Tens
 
 def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
     """alpha_bar_t = prod_{s <= t} (1 - beta_s) in float64 (Ho et al. 2020, eq. 4)."""
-    betas = _check_tensor("betas", betas, lambda b: (b > 0) & (b <= 1), "(0, 1]")
+    betas = check_tensor("betas", betas, lambda b: (b > 0) & (b <= 1), "(0, 1]")
     return torch.cumprod(1 - betas, dim=0)
 
 
 def _check_alphas_cumprod(values: torch.Tensor) -> torch.Tensor:
-    return _check_tensor("alphas_cumprod", values, lambda a: (a >= 0) & (a <= 1), "[0, 1]", one_dim=False)
+    return check_tensor("alphas_cumprod", values, lambda a: (a >= 0) & (a <= 1), "[0, 1]", one_dim=False)
 
 
 def snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
@@ -156,7 +124,7 @@ def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
 
 def alphas_cumprod_from_sigmas(sigmas: torch.Tensor) -> torch.Tensor:
     """alpha_bar = 1 / (1 + sigma^2), the inverse of sigmas_from_alphas_cumprod (Karras et al. 2022, Table 1)."""
-    sigma = _check_tensor("sigmas", sigmas, lambda s: s >= 0, "[0, inf]", one_dim=False)
+    sigma = check_tensor("sigmas", sigmas, lambda s: s >= 0, "[0, inf]", one_dim=False)
     return 1 / (1 + sigma**2)
 
 
@@ -177,13 +145,13 @@ def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
 
 def inference_timesteps(num_train_steps: int, num_steps: int, spacing: str, *, steps_offset: int = 0) -> torch.Tensor:
     """Descending 0-based timesteps for sampling with num_steps steps, as diffusers' DDIM (Lin et al. 2023, Table 2)."""
-    num_train_steps = _check_int("num_train_steps", num_train_steps, minimum=1)
-    num_steps = _check_int("num_steps", num_steps, minimum=1)
+    num_train_steps = check_int("num_train_steps", num_train_steps, minimum=1)
+    num_steps = check_int("num_steps", num_steps, minimum=1)
     if num_steps > num_train_steps:
         raise ValueError(f"num_steps must be <= num_train_steps ({num_train_steps}), got {num_steps}")
     if spacing not in TIMESTEP_SPACINGS:
         raise ValueError(f"spacing must be one of {list(TIMESTEP_SPACINGS)}, got {spacing!r}")
-    steps_offset = _check_int("steps_offset", steps_offset, minimum=0)
+    steps_offset = check_int("steps_offset", steps_offset, minimum=0)
     if steps_offset and spacing != "leading":
         raise ValueError(f"steps_offset is only used with spacing='leading'; got steps_offset={steps_offset} "
                          f"with spacing={spacing!r} (diffusers ignores it there)")
@@ -207,9 +175,9 @@ def inference_timesteps(num_train_steps: int, num_steps: int, spacing: str, *, s
 
 
 def _check_sigma_grid(n: int, sigma_min: float, sigma_max: float) -> tuple[int, float, float]:
-    n = _check_int("n", n, minimum=1)
-    sigma_min = _check_real("sigma_min", sigma_min, lambda s: s > 0, "sigma_min > 0")
-    sigma_max = _check_real("sigma_max", sigma_max, lambda s: s > sigma_min, f"sigma_max > sigma_min ({sigma_min})")
+    n = check_int("n", n, minimum=1)
+    sigma_min = check_real("sigma_min", sigma_min, lambda s: s > 0, "sigma_min > 0")
+    sigma_max = check_real("sigma_max", sigma_max, lambda s: s > sigma_min, f"sigma_max > sigma_min ({sigma_min})")
     return n, sigma_min, sigma_max
 
 
@@ -220,7 +188,7 @@ def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
 def sigmas_karras(n: int, sigma_min: float, sigma_max: float, *, rho: float = 7.0) -> torch.Tensor:
     """n sigmas evenly spaced in sigma^(1/rho) from sigma_max to sigma_min, then 0 (Karras et al. 2022, eq. 5)."""
     n, sigma_min, sigma_max = _check_sigma_grid(n, sigma_min, sigma_max)
-    rho = _check_real("rho", rho, lambda r: r > 0, "rho > 0")
+    rho = check_real("rho", rho, lambda r: r > 0, "rho > 0")
     ramp = torch.linspace(0, 1, n, dtype=torch.float64)
     max_inv_rho, min_inv_rho = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     return _append_zero((max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho)
@@ -235,15 +203,15 @@ def sigmas_exponential(n: int, sigma_min: float, sigma_max: float) -> torch.Tens
 def sigmas_polyexponential(n: int, sigma_min: float, sigma_max: float, *, rho: float = 1.0) -> torch.Tensor:
     """log sigma = log sigma_min + ramp^rho (log sigma_max - log sigma_min), ramp 1 -> 0, then 0 (k-diffusion)."""
     n, sigma_min, sigma_max = _check_sigma_grid(n, sigma_min, sigma_max)
-    rho = _check_real("rho", rho, lambda r: r > 0, "rho > 0")
+    rho = check_real("rho", rho, lambda r: r > 0, "rho > 0")
     ramp = torch.linspace(1, 0, n, dtype=torch.float64) ** rho
     return _append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
 
 
 def sigmas_from_timesteps(timesteps: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """sigma at each discrete timestep, sqrt((1 - alpha_bar_t) / alpha_bar_t), then 0 (Karras et al. 2022, Table 1)."""
-    a = _check_tensor("alphas_cumprod", alphas_cumprod, lambda v: (v >= 0) & (v <= 1), "[0, 1]")
+    a = check_tensor("alphas_cumprod", alphas_cumprod, lambda v: (v >= 0) & (v <= 1), "[0, 1]")
     if not isinstance(timesteps, torch.Tensor) or timesteps.dtype.is_floating_point or timesteps.dtype == torch.bool:
         raise TypeError(f"timesteps must be an integer tensor, got {getattr(timesteps, 'dtype', type(timesteps))}")
-    _check_tensor("timesteps", timesteps, lambda t: (t >= 0) & (t < a.numel()), f"[0, {a.numel() - 1}]")
+    check_tensor("timesteps", timesteps, lambda t: (t >= 0) & (t < a.numel()), f"[0, {a.numel() - 1}]")
     return _append_zero(sigmas_from_alphas_cumprod(a[timesteps.to(a.device)]))

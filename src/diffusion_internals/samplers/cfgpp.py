@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import torch
 
-from diffusion_internals.broadcast import broadcast_like
-from diffusion_internals.noise import Generators
+from diffusion_internals.utils import broadcast_like
+from diffusion_internals.utils import Generators
 from diffusion_internals.samplers.common import (
     NoiseSampler,
     ancestral_step,

@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from diffusion_internals.broadcast import broadcast_like
+from diffusion_internals.utils import broadcast_like
 from diffusion_internals.denoisers import Denoiser
-from diffusion_internals.noise import Generators, randn_like
+from diffusion_internals.utils import Generators, randn_like
+from diffusion_internals.validation import check_sigmas
 
 __all__ = [
     "NoiseSampler",
@@ -35,25 +36,6 @@ __all__ = [
 NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # callback(x=x_next, i=i, sigma=sigma_i, sigma_next=sigma_{i+1}, denoised=x0_hat), after each step.
 Callback = Callable[..., object]
-
-
-def check_sigmas(sigmas: torch.Tensor) -> torch.Tensor:
-    """Check that sigmas is a 1-D float grid, strictly decreasing, finite and ending in 0; return it."""
-    if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
-        shape = tuple(sigmas.shape) if isinstance(sigmas, torch.Tensor) else type(sigmas).__name__
-        raise ValueError(f"sigmas must be a 1-D tensor of at least 2 noise levels ending in 0, got {shape}")
-    if not sigmas.dtype.is_floating_point:
-        raise ValueError(f"sigmas must be a floating-point tensor, got dtype {sigmas.dtype}")
-    if sigmas[-1] != 0:
-        raise ValueError(f"sigmas must end in 0 (the clean sample), got last value {sigmas[-1].item()}")
-    if not bool(torch.isfinite(sigmas).all()):
-        raise ValueError("sigmas must be finite; got inf or NaN (a zero-terminal-SNR schedule has sigma_max = inf: "
-                         "start from a finite sigma)")
-    if not bool((sigmas[1:] < sigmas[:-1]).all()):
-        i = int(torch.nonzero(sigmas[1:] >= sigmas[:-1])[0])
-        raise ValueError(f"sigmas must be strictly decreasing, got sigmas[{i}] = {sigmas[i].item()} "
-                         f"<= sigmas[{i + 1}] = {sigmas[i + 1].item()}")
-    return sigmas
 
 
 def check_eta(eta: float) -> float:

@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import torch
 
-from diffusion_internals.noise import Generators
+from diffusion_internals.utils import Generators
 from diffusion_internals.samplers.common import (
     Callback,
     Denoiser,

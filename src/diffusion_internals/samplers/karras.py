@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from diffusion_internals.noise import Generators
+from diffusion_internals.utils import Generators
 from diffusion_internals.samplers.common import (
     Callback,
     Denoiser,

@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from diffusion_internals.noise import Generators
+from diffusion_internals.utils import Generators
 from diffusion_internals.samplers.common import Callback, Denoiser, NoiseSampler, check_sigmas, denoise, step_range
 
 __all__ = ["sample_unipc", "VARIANTS"]

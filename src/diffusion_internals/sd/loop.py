@@ -23,7 +23,7 @@ Where guidance acts (``guidance_space``):
   timestep, so the fixes that read sigma or assume x0 (interval, thresholding, APG) are refused here.
 
 The grid (``schedule=None``) is the one diffusers' scheduler for the sampler name uses, built from the
-pipeline's scheduler config (:func:`diffusion_internals.sampling.diffusers_scheduler`), so that with the
+pipeline's scheduler config (:func:`diffusion_internals.diffusers_compat.diffusers_scheduler`), so that with the
 same initial latents ``generate`` and ``use_sampler(pipe, name)(...)`` run the same algorithm. Two
 known differences remain, both tested: SD's scheduler config has ``set_alpha_to_one=False``, so
 diffusers' DDIM ends at sigma(t=0) = 0.029 instead of 0; and diffusers turns guidance off for
@@ -40,17 +40,10 @@ import torch
 
 from diffusion_internals.denoisers import DiscreteDenoiser
 from diffusion_internals.guidance import APG, CFGDenoiser
-from diffusion_internals.noise import Generators, randn_like
+from diffusion_internals.utils import Generators, randn_like
 from diffusion_internals.samplers.common import Callback
-from diffusion_internals.sampling import (
-    NAMED_SAMPLERS,
-    SAMPLERS,
-    _check_steps,
-    diffusers_scheduler,
-    diffusers_sigmas,
-    resolve,
-    sigmas_for,
-)
+from diffusion_internals.sampling import NAMED_SAMPLERS, SAMPLERS, _check_steps, resolve, sigmas_for
+from diffusion_internals.diffusers_compat import diffusers_scheduler, diffusers_sigmas
 
 __all__ = ["GUIDANCE_SPACES", "OUTPUT_TYPES", "use_sampler", "encode_prompt", "guided_denoiser", "grid", "decode",
            "generate"]

@@ -1,0 +1,148 @@
+"""Saved models: the committed checkpoints, their training configuration, and loaders that use it.
+
+A checkpoint is a folder (``src/diffusion_internals/course/checkpoints/<name>/`` for the committed ones,
+rebuilt by ``scripts/train_models.sh``) holding
+
+* ``config.json`` + ``diffusion_pytorch_model.safetensors``: the network, diffusers' ``save_pretrained``;
+* ``training.json``: how it was trained (data set, schedule, zero_snr, prediction type, steps, seed,
+  batch size, lr, EMA, label dropout, parameter count, wall-clock seconds) and its metrics;
+* ``scheduler_config.json`` (diffusion models): a diffusers ``DDIMScheduler`` for the same schedule,
+  with ``clip_sample=False``.
+
+A checkpoint with a ``"flaw"`` entry in training.json (Project C) was saved with a configuration that
+does not match its training on purpose; ``flaw["actual"]`` holds the true values. The loaders here
+believe the configuration, as a user of a published model would.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffusion_internals import schedules
+from diffusion_internals.denoisers import PREDICTION_TYPES, DiscreteDenoiser
+
+__all__ = [
+    "CHECKPOINTS",
+    "checkpoint_names",
+    "checkpoint_path",
+    "alphas_cumprod_for",
+    "ddim_scheduler",
+    "save_checkpoint",
+    "read_training_config",
+    "load_model",
+    "load_denoiser",
+    "CLASSIFIERS",
+    "load_classifier",
+]
+
+CHECKPOINTS = Path(__file__).resolve().parent  # the committed checkpoints are the folders beside this file
+TRAINING_JSON = "training.json"
+CLASSIFIERS = {"digits": "digits-classifier", "colour_digits": "colour-digits-classifier"}  # committed names
+# diffusers' names of the schedules it builds itself; the others are passed as trained_betas.
+_DIFFUSERS_BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2"}
+
+
+def checkpoint_names() -> list[str]:
+    """The names of the committed checkpoints (folders of CHECKPOINTS with a training.json)."""
+    if not CHECKPOINTS.is_dir():
+        return []
+    return sorted(p.name for p in CHECKPOINTS.iterdir() if (p / TRAINING_JSON).is_file())
+
+
+def checkpoint_path(name_or_path: str | os.PathLike) -> Path:
+    """The folder of a committed checkpoint by name, or a folder path holding a training.json."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"name_or_path must be a checkpoint name or a folder path, got {type(name_or_path).__name__}")
+    for folder in (CHECKPOINTS / str(name_or_path), Path(name_or_path)):
+        if (folder / TRAINING_JSON).is_file():
+            return folder
+    raise FileNotFoundError(f"name_or_path={str(name_or_path)!r} is neither a committed checkpoint {checkpoint_names()} "
+                            f"nor a folder with a {TRAINING_JSON} (train one with python -m diffusion_internals.course, "
+                            f"or rebuild the committed ones with scripts/train_models.sh)")
+
+
+def read_training_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """The training.json of a checkpoint as a dict."""
+    return json.loads((checkpoint_path(name_or_path) / TRAINING_JSON).read_text())
+
+
+def alphas_cumprod_for(config: dict[str, Any]) -> torch.Tensor:
+    """The float64 alphas_cumprod a training config names: make_betas(schedule) (or its trained_betas when schedule is "custom"), zero-terminal-SNR rescaled if zero_snr (Lin et al. 2023)."""
+    try:
+        kind, zero_snr, steps = config["schedule"], config["zero_snr"], config["num_train_timesteps"]
+    except KeyError as missing:
+        raise ValueError(f"config must have schedule, zero_snr and num_train_timesteps, missing {missing}") from None
+    betas = torch.tensor(config["trained_betas"], dtype=torch.float64) if kind == "custom" \
+        else schedules.make_betas(kind, steps)
+    if zero_snr:
+        betas = schedules.rescale_zero_terminal_snr(betas)
+    return schedules.alphas_cumprod(betas)
+
+
+def ddim_scheduler(config: dict[str, Any]) -> Any:
+    """diffusers' DDIMScheduler for a training config: clip_sample=False; trailing spacing with zero_snr (Lin et al. 2023, Sec. 3.3)."""
+    from diffusers import DDIMScheduler
+
+    if config.get("prediction_type") not in PREDICTION_TYPES:
+        raise ValueError(f"config['prediction_type'] must be one of {list(PREDICTION_TYPES)}, got "
+                         f"{config.get('prediction_type')!r}")
+    kind = config["schedule"]
+    betas: dict[str, Any] = {"beta_schedule": _DIFFUSERS_BETA_SCHEDULES[kind]} if kind in _DIFFUSERS_BETA_SCHEDULES \
+        else {"trained_betas": config["trained_betas"] if kind == "custom"
+              else schedules.make_betas(kind, config["num_train_timesteps"]).tolist()}
+    return DDIMScheduler(
+        num_train_timesteps=config["num_train_timesteps"],
+        **betas,
+        # diffusers' default clip_sample=True clamps x0_hat to [-1, 1] at every step: with CFG on the
+        # cosine schedule that drives class accuracy below chance at scale 3.
+        clip_sample=False,
+        prediction_type=config["prediction_type"],
+        rescale_betas_zero_snr=bool(config["zero_snr"]),
+        # "trailing" starts at t = T - 1, which only a zero-terminal-SNR model has seen as pure noise;
+        # for cosine, alpha_bar_{T-1} ~ 2e-9 and an eps model's x0_hat there is eps error times ~2e4.
+        timestep_spacing="trailing" if config["zero_snr"] else "leading",
+    )
+
+
+def save_checkpoint(model: torch.nn.Module, config: dict[str, Any], out: str | os.PathLike) -> Path:
+    """Write model.save_pretrained(out), training.json and, for a diffusion model, scheduler_config.json."""
+    out = Path(out)
+    model.save_pretrained(out)
+    (out / TRAINING_JSON).write_text(json.dumps(config, indent=1) + "\n")
+    if "prediction_type" in config:
+        ddim_scheduler(config).save_pretrained(out)
+    return out
+
+
+def load_model(name_or_path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(network in eval mode without gradients, training config) of a checkpoint, by the class named in config.json."""
+    folder = checkpoint_path(name_or_path)
+    class_name = json.loads((folder / "config.json").read_text()).get("_class_name")
+    if class_name == "UNet2DModel":
+        from diffusers import UNet2DModel as cls
+    elif class_name == "TimestepMLP":
+        from diffusion_internals.course.models import TimestepMLP as cls
+    elif class_name == "DigitsClassifier":
+        from diffusion_internals.course.models import DigitsClassifier as cls
+    else:
+        raise ValueError(f"{folder}/config.json names class {class_name!r}; known: UNet2DModel, TimestepMLP, "
+                         f"DigitsClassifier")
+    model = cls.from_pretrained(folder, low_cpu_mem_usage=False).eval().requires_grad_(False)
+    return model, read_training_config(folder)
+
+
+def load_denoiser(name_or_path: str | os.PathLike) -> DiscreteDenoiser:
+    """DiscreteDenoiser(model, alphas_cumprod, prediction_type) built from a checkpoint's training config (Karras et al. 2022, Table 1)."""
+    model, config = load_model(name_or_path)
+    if "prediction_type" not in config:
+        raise ValueError(f"{name_or_path} is not a diffusion model (no prediction_type in its {TRAINING_JSON})")
+    return DiscreteDenoiser(model, alphas_cumprod_for(config), prediction_type=config["prediction_type"])
+
+
+def load_classifier(dataset_or_path: str = "digits") -> torch.nn.Module:
+    """The committed classifier of a data set ("digits", "colour_digits"), or one saved at a path, in eval mode."""
+    return load_model(CLASSIFIERS.get(dataset_or_path, dataset_or_path))[0]

@@ -1,0 +1,305 @@
+"""Guidance-scale sweeps: samples at each scale and fix, scored by FID, class accuracy, saturation and clipping.
+
+A sweep answers the question "which guidance scale?" with numbers instead of taste. For each guidance
+scale ``w`` and each fix of CFG's oversaturation (``FIXES``), draw the same number of samples of every
+class from the same initial noise (a fixed seed, so rows differ only by their settings), then report
+
+* ``fid``: digits-FID, the Frechet distance of classifier penultimate features to the test split
+  (Heusel et al. 2017; :mod:`diffusion_internals.course.metrics`);
+* ``accuracy``: how often the course classifier finds the requested class;
+* for RGB data, ``saturation`` (mean HSV saturation) and ``clipping_fraction`` (values at the range limits).
+
+``optimal_scale`` turns the rows into one number by a fixed rule; ``measured`` reads the committed sweep
+of a checkpoint; ``python -m diffusion_internals.course.guidance_sweep`` regenerates it (Chapter 5).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffusion_internals.course.checkpoints import CLASSIFIERS, load_classifier
+from diffusion_internals.course.data import load_dataset
+from diffusion_internals.denoisers import DiscreteDenoiser
+from diffusion_internals.course.evaluation import sample_classes
+from diffusion_internals.guidance import APG, CFGDenoiser
+from diffusion_internals.course.metrics import clipping_fraction, extract_features, frechet_distance, saturation
+from diffusion_internals.course.models import null_label
+from diffusion_internals.course.checkpoints import checkpoint_path, read_training_config
+from diffusion_internals.sampling import SAMPLERS, SCHEDULES
+
+__all__ = [
+    "FIXES",
+    "FIX_DEFAULTS",
+    "SCALES",
+    "COLUMNS",
+    "guided",
+    "guided_samples",
+    "measure",
+    "optimal_scale",
+    "measured",
+    "measured_settings",
+    "pivot",
+    "write_sweep",
+]
+
+FIXES = ("none", "rescale", "threshold", "interval", "apg")
+
+# The default setting of each fix, as CFGDenoiser keyword arguments; guided(..., **overrides) replaces them.
+FIX_DEFAULTS: dict[str, dict[str, Any]] = {
+    "none": {},
+    # Lin et al. 2023, eqs. 15-16: match the conditional prediction's per-sample std, mixed by phi = 0.7 (their value).
+    "rescale": {"rescale": 0.7},
+    # Saharia et al. 2022 (Imagen), Sec. 2.3: s = 99.5th percentile of |x0_hat|, clamped to [1, 1.5] (DeepFloyd IF's
+    # bound); clip to [-s, s] and divide by s.
+    "threshold": {"threshold": 0.995, "threshold_max_value": 1.5},
+    # Kynkaanniemi et al. 2024: guide only for sigma in (0.28, 5.42], their interval for EDM2 and SD-XL.
+    "interval": {"interval": (0.28, 5.42)},
+    # Sadat et al. 2024, Algorithm 1: drop the parallel part (eta = 0), momentum beta = -0.5 (theirs); the norm
+    # threshold r = 1 is ours: ||D_c - D_u|| of the colour digits model is about 0.3-3 for sigma in 0.3-3.
+    "apg": {"apg": APG(eta=0.0, norm_threshold=1.0, momentum=-0.5)},
+}
+
+SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0)  # the committed grid; scale 0 only without a fix
+COLUMNS = ("scale", "fix", "fid", "accuracy", "saturation", "clipping_fraction")
+_CSV_NAME, _JSON_NAME = "guidance_sweep.csv", "guidance_sweep.json"
+# The settings of the committed sweeps (measure's defaults): 300 samples, 20 DDIM steps; 41 rows take 10-20 min
+# on one thread (the sidecar records the committed run's wall time).
+DEFAULTS = {"per_class": 30, "steps": 20, "sampler": "ddim", "schedule": "leading", "seed": 0}
+
+
+def _check_fix(fix: str) -> str:
+    if fix not in FIXES:
+        raise ValueError(f"fix must be one of {list(FIXES)}, got {fix!r}")
+    return fix
+
+
+def _check_scale(scale: float, name: str = "scale") -> float:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"{name} must be a finite number >= 0 (0 = unconditional, 1 = no guidance), got {scale!r}")
+    return float(scale)
+
+
+def _check_int(name: str, value: int, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def _null(denoiser: DiscreteDenoiser) -> int:
+    model = getattr(denoiser, "model", None)
+    null = null_label(model) if model is not None else None
+    if null is None:
+        raise ValueError(f"denoiser must be a DiscreteDenoiser around a class-conditional network (a num_class_embeds "
+                         f"config entry, whose last label is the CFG null label); got {type(denoiser).__name__}")
+    return null
+
+
+def guided(denoiser: DiscreteDenoiser, scale: float, fix: str = "none", **overrides: Any) -> CFGDenoiser:
+    """CFG at `scale` around a class-conditional denoiser with one fix at its FIX_DEFAULTS (Ho & Salimans 2022)."""
+    scale = _check_scale(scale)
+    settings = dict(FIX_DEFAULTS[_check_fix(fix)])
+    allowed = set(settings) | ({"threshold_max_value"} if fix == "threshold" else set())
+    unknown = set(overrides) - allowed
+    if unknown:
+        raise ValueError(f"fix={fix!r} takes the overrides {sorted(allowed) or 'none'}, got {sorted(unknown)}")
+    settings.update(overrides)
+    return CFGDenoiser(denoiser, scale, uncond={"class_labels": torch.tensor([_null(denoiser)])}, **settings)
+
+
+def guided_samples(denoiser: DiscreteDenoiser, labels: torch.Tensor, scale: float, fix: str = "none", *,
+                   steps: int = DEFAULTS["steps"], sampler: str = DEFAULTS["sampler"],
+                   schedule: str = DEFAULTS["schedule"], seed: int = DEFAULTS["seed"],
+                   progress: bool = False) -> torch.Tensor:
+    """Unclipped samples (B, C, H, W) of labels (B,) with guided(denoiser, scale, fix), initial noise from `seed`."""
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.dtype != torch.int64 or len(labels) == 0:
+        raise ValueError(f"labels must be a non-empty int64 tensor of shape (B,), got {getattr(labels, 'shape', labels)}")
+    _check_int("steps", steps, 1)
+    _check_int("seed", seed, 0)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+    _null(denoiser)  # this module's message for a denoiser without a null label
+    return sample_classes(denoiser, labels, guidance=_check_scale(scale), steps=steps, sampler=sampler,
+                          schedule=schedule, generator=torch.Generator().manual_seed(seed), progress=progress,
+                          **FIX_DEFAULTS[_check_fix(fix)])
+
+
+@torch.no_grad()
+def measure(denoiser: DiscreteDenoiser, dataset: str, scales: Sequence[float], fixes: Sequence[str] = ("none",), *,
+            per_class: int = DEFAULTS["per_class"], steps: int = DEFAULTS["steps"], seed: int = DEFAULTS["seed"],
+            sampler: str = DEFAULTS["sampler"], schedule: str = DEFAULTS["schedule"],
+            progress: bool = False) -> list[dict[str, Any]]:
+    """One row per (scale, fix): digits-FID, class accuracy, and for RGB saturation and clipping (Heusel et al. 2017)."""
+    if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence) or len(scales) == 0:
+        raise ValueError(f"scales must be a non-empty sequence of numbers >= 0, got {scales!r}")
+    scales = [_check_scale(s, "scales[i]") for s in scales]
+    if isinstance(fixes, (str, bytes)) or not isinstance(fixes, Sequence) or len(fixes) == 0:
+        raise ValueError(f"fixes must be a non-empty sequence of names from {list(FIXES)}, got {fixes!r}")
+    fixes = [_check_fix(f) for f in fixes]
+    _check_int("per_class", per_class, 1)
+    _null(denoiser)
+    if dataset not in CLASSIFIERS:
+        raise ValueError(f"dataset must be one of {list(CLASSIFIERS)} (the data sets with a course classifier), "
+                         f"got {dataset!r}")
+    classifier = load_classifier(dataset)
+    test = load_dataset(dataset, split="test")
+    reference = extract_features(test.images, classifier.features)
+    labels = torch.arange(test.num_classes).repeat_interleave(per_class)  # (K * per_class,)
+    rows = []
+    for fix in fixes:
+        for scale in scales:
+            samples = guided_samples(denoiser, labels, scale, fix, steps=steps, sampler=sampler, schedule=schedule,
+                                     seed=seed, progress=progress)
+            clipped = samples.clamp(-1, 1)  # what a viewer shows; the colour measures clamp too
+            logits = extract_features(clipped, classifier)  # (N, K)
+            row = {"scale": scale, "fix": fix,
+                   "fid": frechet_distance(extract_features(clipped, classifier.features), reference),
+                   "accuracy": float((logits.argmax(1) == labels).double().mean()),
+                   "saturation": saturation(samples) if samples.shape[1] == 3 else math.nan,
+                   "clipping_fraction": clipping_fraction(samples) if samples.shape[1] == 3 else math.nan}
+            rows.append(row)
+    return rows
+
+
+def optimal_scale(rows: Sequence[dict[str, Any]], fix: str = "none", *, min_accuracy: float = 0.95,
+                  fid_slack: float = 0.1) -> float:
+    """The largest scale whose FID is within fid_slack (10%) of the lowest FID among rows of `fix` with accuracy >= min_accuracy."""
+    # The rule, deterministic in the rows: keep the rows of this fix whose class accuracy is at least
+    # min_accuracy (guidance must deliver the class asked for); among them find the lowest FID, F*; return the
+    # largest scale whose FID <= (1 + fid_slack) F*. Most guidance for (almost) no loss of fidelity: FID from a
+    # few hundred samples varies by about 10% between seeds, so scales within that band are indistinguishable.
+    # A row without a "fix" key counts as fix "none" (a sweep of plain CFG).
+    _check_fix(fix)
+    if not isinstance(min_accuracy, (int, float)) or isinstance(min_accuracy, bool) or not 0 <= min_accuracy <= 1:
+        raise ValueError(f"min_accuracy must be a number in [0, 1], got {min_accuracy!r}")
+    if not isinstance(fid_slack, (int, float)) or isinstance(fid_slack, bool) or not fid_slack >= 0:
+        raise ValueError(f"fid_slack must be a number >= 0, got {fid_slack!r}")
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
+        raise ValueError(f"rows must be a sequence of dicts with keys {list(COLUMNS[:4])}, got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not {"scale", "fid", "accuracy"} <= set(row):
+            raise ValueError(f"rows[{i}] must be a dict with keys scale, fid, accuracy (and fix), got {row!r}")
+    mine = [row for row in rows if row.get("fix", "none") == fix]
+    if not mine:
+        raise ValueError(f"rows hold no row with fix={fix!r}; fixes present: "
+                         f"{sorted({r.get('fix', 'none') for r in rows})}")
+    eligible = [row for row in mine if float(row["accuracy"]) >= min_accuracy and math.isfinite(float(row["fid"]))]
+    if not eligible:
+        best = max(float(r["accuracy"]) for r in mine)
+        raise ValueError(f"no row with fix={fix!r} reaches accuracy >= {min_accuracy} (best {best:.3f}): "
+                         f"no scale qualifies")
+    best_fid = min(float(row["fid"]) for row in eligible)
+    return max(float(row["scale"]) for row in eligible if float(row["fid"]) <= (1 + fid_slack) * best_fid)
+
+
+def _sweep_folder(name: str) -> Path:
+    return checkpoint_path(name)  # ValueError/FileNotFoundError naming the known checkpoints
+
+
+def measured(name: str = "colour-digits-cosine-eps") -> list[dict[str, Any]]:
+    """The committed sweep of a checkpoint (checkpoints/<name>/guidance_sweep.csv) as rows like measure()'s."""
+    path = _sweep_folder(name) / _CSV_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: regenerate it with "
+                                f"python -m diffusion_internals.course.guidance_sweep --checkpoint {name}")
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ValueError(f"{path} must have the columns {list(COLUMNS)}, got {reader.fieldnames}")
+        return [{key: (value if key == "fix" else float(value)) for key, value in row.items()} for row in reader]
+
+
+def measured_settings(name: str = "colour-digits-cosine-eps") -> dict[str, Any]:
+    """The sidecar of the committed sweep: the command, settings, versions and wall time that produced the CSV."""
+    path = _sweep_folder(name) / _JSON_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: regenerate it with "
+                                f"python -m diffusion_internals.course.guidance_sweep --checkpoint {name}")
+    return json.loads(path.read_text())
+
+
+def pivot(rows: Sequence[dict[str, Any]], value: str = "fid", *, digits: int = 3) -> str:
+    """A markdown table of one column of the rows, scales down, fixes across ("-" where a pair was not measured)."""
+    if value not in COLUMNS[2:]:
+        raise ValueError(f"value must be one of {list(COLUMNS[2:])}, got {value!r}")
+    scales = sorted({float(r["scale"]) for r in rows})
+    fixes = [f for f in FIXES if any(r["fix"] == f for r in rows)]
+    table = {(float(r["scale"]), r["fix"]): float(r[value]) for r in rows}
+    lines = [f"| scale | {' | '.join(fixes)} |", "|" + "---|" * (len(fixes) + 1)]
+    for s in scales:
+        cells = [_number(table[(s, f)], digits) if (s, f) in table else "-" for f in fixes]
+        lines.append(f"| {s:g} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def _number(value: float, digits: int) -> str:
+    """value to `digits` significant digits, without exponent notation for large values (1013, not 1.01e+03)."""
+    return f"{value:.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
+
+
+def write_sweep(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
+    """Write rows to a CSV with the columns COLUMNS, numbers rounded to 4 decimals."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (row[k] if k == "fix" else f"{float(row[k]):.4f}") for k in COLUMNS})
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m diffusion_internals.course.guidance_sweep", description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default="colour-digits-cosine-eps")
+    parser.add_argument("--out", default=None, help="CSV path (default: the checkpoint's guidance_sweep.csv); "
+                                                    "the JSON sidecar goes next to it")
+    parser.add_argument("--scales", type=float, nargs="+", default=list(SCALES))
+    parser.add_argument("--fixes", nargs="+", default=list(FIXES), choices=FIXES)
+    for key in ("per_class", "steps", "seed"):
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=DEFAULTS[key])
+    parser.add_argument("--sampler", default=DEFAULTS["sampler"], choices=list(SAMPLERS))
+    parser.add_argument("--schedule", default=DEFAULTS["schedule"], choices=list(SCHEDULES))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from diffusion_internals.course.checkpoints import load_denoiser
+    denoiser = load_denoiser(args.checkpoint)
+    dataset = read_training_config(args.checkpoint)["dataset"]
+    out = Path(args.out) if args.out else _sweep_folder(args.checkpoint) / _CSV_NAME
+    settings = {"per_class": args.per_class, "steps": args.steps, "seed": args.seed, "sampler": args.sampler,
+                "schedule": args.schedule}
+    start = time.perf_counter()
+    rows = []
+    for fix in args.fixes:  # scale 0 (unconditional) only once, without a fix: the fixes act on guidance
+        scales = [s for s in args.scales if s != 0 or fix == "none"]
+        rows += measure(denoiser, dataset, scales, (fix,), progress=args.progress, **settings)
+        print(f"{fix}: {len(rows)} rows, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    wall = time.perf_counter() - start
+    write_sweep(rows, out)
+    fix_settings = {f: {k: (v.__dict__ if isinstance(v, APG) else v) for k, v in FIX_DEFAULTS[f].items()}
+                    for f in args.fixes}
+    sidecar = {"command": "python -m diffusion_internals.course.guidance_sweep " + " ".join(
+                   sys.argv[1:] if argv is None else argv),
+               "checkpoint": args.checkpoint, "dataset": dataset, "scales": args.scales, "fixes": args.fixes,
+               "fix_settings": fix_settings, **settings, "torch_threads": args.threads,
+               "wall_time_s": round(wall, 1), "torch": torch.__version__, "python": platform.python_version()}
+    out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    print(f"wrote {out} and {out.with_suffix('.json')} in {wall:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,322 @@
+"""Training a diffusion model: the simple loss, label dropout for CFG, EMA, loss per timestep bucket.
+
+One step (Ho et al. 2020, Algorithm 1): draw ``x0`` (and its label), ``t ~ U{0, ..., T-1}``,
+``eps ~ N(0, I)``; form ``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps``; regress the
+network's output on the target of its prediction type, eps, ``v = sqrt(alpha_bar) eps -
+sqrt(1 - alpha_bar) x0`` (Salimans & Ho 2022) or x0, with the mean squared error. A label is
+replaced by the null label with probability ``label_dropout`` (Ho & Salimans 2022, Algorithm 1), so
+one network learns both the conditional and the unconditional model.
+
+Reproducibility: weights are initialised after ``torch.manual_seed(seed)``, and every draw of the
+loop comes from one ``torch.Generator`` seeded with ``seed``, so a run is repeatable on the same
+machine, torch version and number of CPU threads (``torch.set_num_threads``; the CLI uses 1).
+Other thread counts or a GPU change the floating-point order of reductions, so the weights differ
+in the last bits and then drift apart; the metrics stay about the same.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from diffusion_internals.course import data
+from diffusion_internals.denoisers import PREDICTION_TYPES, unwrap_output
+from diffusion_internals.forward import q_sample
+from diffusion_internals.course.models import (
+    DigitsClassifier,
+    TimestepMLP,
+    class_conditional_unet,
+    null_label,
+    num_parameters,
+)
+from diffusion_internals.course.metrics import classifier_accuracy
+from diffusion_internals.parameterization import v_from_x0_eps
+from diffusion_internals.course.checkpoints import CLASSIFIERS, alphas_cumprod_for
+from diffusion_internals.schedules import BETA_SCHEDULE_OPTIONS
+
+__all__ = ["PREDICTIONS", "training_target", "diffusion_loss", "loss_by_timestep", "train", "train_classifier"]
+
+PREDICTIONS = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}  # short names -> diffusers' names
+
+def training_target(prediction_type: str, x0: torch.Tensor, eps: torch.Tensor,
+                    alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The regression target: eps, v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0, or x0 (Ho et al. 2020; Salimans & Ho 2022)."""
+    if prediction_type == "epsilon":
+        return eps
+    if prediction_type == "v_prediction":
+        return v_from_x0_eps(x0, eps, alpha_bar)
+    if prediction_type == "sample":
+        return x0
+    raise ValueError(f"prediction_type must be one of {list(PREDICTION_TYPES)}, got {prediction_type!r}")
+
+
+def diffusion_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                   alphas_cumprod: torch.Tensor, *, prediction_type: str = "epsilon",
+                   class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample mean squared error (B,) of model(x_t, t) against its target, x_t = q_sample(x0, t, noise) (Ho et al. 2020, eq. 14)."""
+    if not isinstance(t, torch.Tensor) or t.shape != (x0.shape[0],):
+        raise ValueError(f"t must be an integer tensor of shape (B,) = ({x0.shape[0]},), got "
+                         f"{getattr(t, 'shape', type(t).__name__)}")
+    x_t = q_sample(x0, t, alphas_cumprod, noise)
+    target = training_target(prediction_type, x0, noise, alphas_cumprod.to(torch.float64)[t].to(x0.dtype))
+    cond = {} if class_labels is None else {"class_labels": class_labels}
+    output = unwrap_output(model(x_t, t, **cond))
+    return (output - target).pow(2).reshape(x0.shape[0], -1).mean(1)  # (B,)
+
+
+@torch.no_grad()
+def loss_by_timestep(model: torch.nn.Module, x0: torch.Tensor, timesteps: torch.Tensor, alphas_cumprod: torch.Tensor,
+                     *, prediction_type: str = "epsilon", class_labels: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None, batch_size: int = 1024) -> torch.Tensor:
+    """The loss of diffusion_loss averaged over the data x0 (N, ...) at each timestep, (len(timesteps),) float64, fixed noise."""
+    if not isinstance(timesteps, torch.Tensor) or timesteps.ndim != 1 or timesteps.dtype.is_floating_point:
+        raise ValueError(f"timesteps must be a 1-D integer tensor, got {getattr(timesteps, 'shape', timesteps)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)  # the same noise at every timestep
+    losses = []
+    for t in timesteps.tolist():
+        total = 0.0
+        for start in range(0, len(x0), batch_size):
+            chunk = slice(start, start + batch_size)
+            labels = None if class_labels is None else class_labels[chunk]
+            t_batch = torch.full((len(x0[chunk]),), t, dtype=torch.int64)
+            total += float(diffusion_loss(model, x0[chunk], t_batch, noise[chunk], alphas_cumprod,
+                                          prediction_type=prediction_type, class_labels=labels).double().sum())
+        losses.append(total / len(x0))
+    return torch.tensor(losses, dtype=torch.float64)
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    checks: dict[str, tuple[Callable[[Any], bool], str]] = {
+        "steps": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
+        "batch_size": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
+        "lr": (lambda v: isinstance(v, (int, float)) and 0 < v < math.inf, "a number > 0"),
+        "label_dropout": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number in [0, 1]"),
+        "ema": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1) (0 = no EMA)"),
+        "seed": (lambda v: isinstance(v, int) and v >= 0, "an int >= 0"),
+        "buckets": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
+        "warmup": (lambda v: isinstance(v, int) and v >= 0, "an int >= 0"),
+        "log_every": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
+    }
+    for name, (ok, allowed) in checks.items():
+        value = options[name]
+        if isinstance(value, bool) or not ok(value):
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _default_model(dataset: str, train_set: data.ImageData | None) -> torch.nn.Module:
+    if train_set is None:
+        return TimestepMLP(dim=2)
+    _, channels, height, _ = train_set.images.shape
+    return class_conditional_unet(in_channels=channels, sample_size=height, num_classes=train_set.num_classes)
+
+
+def train(
+    dataset: str,
+    *,
+    schedule: str = "cosine",
+    zero_snr: bool = False,
+    prediction_type: str = "epsilon",
+    steps: int = 4000,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    label_dropout: float = 0.1,
+    ema: float = 0.999,
+    seed: int = 0,
+    num_train_timesteps: int = 1000,
+    buckets: int = 10,
+    warmup: int = 100,
+    log_every: int = 100,
+    model: torch.nn.Module | None = None,
+    betas: torch.Tensor | None = None,
+    callback: Callable[[int, torch.nn.Module], Any] | None = None,
+    device: str | torch.device | None = None,
+    cifar10_root: str | None = None,
+    progress: bool = False,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train with the simple loss and label dropout, return (EMA model, record with config, loss log, metrics) (Ho et al. 2020, Algorithm 1).
+
+    ``betas`` (T,) replaces the named ``schedule`` (saved as ``schedule="custom"`` with ``trained_betas``).
+    ``callback(step, ema_model)`` runs every ``log_every`` steps, without gradients and with the EMA
+    model in eval mode; what it returns is kept in ``record["history"]["callback"]``.
+    ``device`` ("cuda", ...) moves the model there; every batch is drawn on the CPU from the seeded
+    generator and then moved, so the draws are the same on every device.
+    """
+    _check_options(dict(steps=steps, batch_size=batch_size, lr=lr, label_dropout=label_dropout, ema=ema, seed=seed,
+                        buckets=buckets, warmup=warmup, log_every=log_every))
+    if schedule not in BETA_SCHEDULE_OPTIONS:
+        raise ValueError(f"schedule must be one of {sorted(BETA_SCHEDULE_OPTIONS)}, got {schedule!r}")
+    prediction_type = PREDICTIONS.get(prediction_type, prediction_type)
+    training_target(prediction_type, torch.zeros(1), torch.zeros(1), torch.ones(1))  # checks the name
+    if dataset in data.TOY_2D:
+        train_set = None
+    elif dataset in data.DATASETS:
+        train_set = data.load_dataset(dataset, split="train", root=cifar10_root)
+    else:
+        raise ValueError(f"dataset must be one of {list(data.DATASETS) + list(data.TOY_2D)}, got {dataset!r}")
+    config: dict[str, Any] = dict(dataset=dataset, schedule=schedule, zero_snr=bool(zero_snr),
+                                  num_train_timesteps=num_train_timesteps, prediction_type=prediction_type)
+    if betas is not None:
+        if not isinstance(betas, torch.Tensor) or betas.ndim != 1 or len(betas) < 2 or \
+                not bool(((betas > 0) & (betas <= 1)).all()):
+            raise ValueError(f"betas must be a 1-D tensor of at least 2 values in (0, 1], got "
+                             f"{getattr(betas, 'shape', type(betas).__name__)}")
+        config.update(schedule="custom", num_train_timesteps=len(betas),
+                      trained_betas=betas.to(torch.float64).tolist())
+        num_train_timesteps = len(betas)
+    alphas_cumprod = alphas_cumprod_for(config).to(torch.float32)  # (T,)
+
+    torch.manual_seed(seed)  # diffusers initialises weights from the global generator
+    model = _default_model(dataset, train_set) if model is None else model
+    null = null_label(model)
+    if train_set is not None and null is None:
+        raise ValueError("model must be class-conditional (num_class_embeds = classes + 1) for an image data set")
+    if device is not None:
+        model.to(device)
+    device = next(model.parameters()).device
+    alphas_cumprod = alphas_cumprod.to(device)
+    model.train()
+    ema_model = copy.deepcopy(model).requires_grad_(False) if ema > 0 else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    # Linear warm-up, then cosine decay to 0 (Loshchilov & Hutter 2017).
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / (warmup + 1)) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, max(0, i - warmup) / max(1, steps - warmup)))))
+    g = torch.Generator().manual_seed(seed)
+    log: dict[str, list] = {"step": [], "loss": [], "loss_by_bucket": [], "callback": []}
+    window_sum, window_count = torch.zeros(buckets, dtype=torch.float64), torch.zeros(buckets, dtype=torch.float64)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=f"{dataset} {schedule} {prediction_type}")
+    start = time.perf_counter()
+    for step in range(steps):
+        if train_set is None:
+            x0, labels = data.toy_2d(dataset, batch_size, generator=g), None
+        else:
+            index = torch.randint(0, len(train_set.labels), (batch_size,), generator=g)
+            x0, labels = train_set.images[index], train_set.labels[index]  # (B, C, H, W), (B,)
+            dropped = torch.rand(batch_size, generator=g) < label_dropout
+            labels = torch.where(dropped, torch.full_like(labels, null), labels)
+        t = torch.randint(0, num_train_timesteps, (batch_size,), generator=g)  # (B,)
+        eps = torch.randn(x0.shape, generator=g)
+        x0, t, eps = x0.to(device), t.to(device), eps.to(device)
+        labels = None if labels is None else labels.to(device)
+        per_sample = diffusion_loss(model, x0, t, eps, alphas_cumprod, prediction_type=prediction_type,
+                                    class_labels=labels)  # (B,)
+        loss = per_sample.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        if ema > 0:  # diffusers' EMAModel warm-up: copy at the first step, then min(ema, (1 + n) / (10 + n))
+            decay = min(ema, (1 + step) / (10 + step)) if step > 0 else 0.0
+            with torch.no_grad():
+                for p_ema, p in zip(ema_model.parameters(), model.parameters()):
+                    p_ema.lerp_(p, 1 - decay)
+        bucket = t.cpu() * buckets // num_train_timesteps  # (B,) in [0, buckets - 1]
+        window_sum.index_add_(0, bucket, per_sample.detach().double().cpu())
+        window_count.index_add_(0, bucket, torch.ones(batch_size, dtype=torch.float64))
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            by_bucket = (window_sum / window_count.clamp_min(1)).tolist()
+            log["step"].append(step + 1)
+            log["loss"].append(float(window_sum.sum() / window_count.sum()))
+            log["loss_by_bucket"].append([round(v, 6) for v in by_bucket])
+            window_sum.zero_()
+            window_count.zero_()
+            if callback is not None:
+                ema_model.eval()
+                with torch.no_grad():
+                    log["callback"].append(callback(step + 1, ema_model))
+                ema_model.train()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    if bar is not None:
+        bar.close()
+
+    ema_model.eval()
+    record = {
+        **config,
+        "steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr, "lr_schedule": f"linear warm-up {warmup} "
+        "steps, then cosine decay to 0", "optimizer": "AdamW(weight_decay=0), grad-norm clip 1.0",
+        "label_dropout": label_dropout if train_set is not None else None, "ema": ema,
+        "num_classes": None if train_set is None else train_set.num_classes, "null_label": null,
+        "parameters": num_parameters(model), "wall_clock_s": round(time.perf_counter() - start, 1),
+        "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
+        "metrics": {"train_loss": log["loss"][-1], "train_loss_by_bucket": log["loss_by_bucket"][-1],
+                    "buckets": f"{buckets} equal ranges of t in [0, {num_train_timesteps - 1}], lowest first"},
+        "history": log,
+    }
+    return ema_model, record
+
+
+# ----------------------------------------------------------------------------- the feature classifier
+
+
+def _shift(images: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:
+    """Translate each image by up to max_shift pixels, filling with the background value -1."""
+    b, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4, value=-1.0)  # (B, C, H + 2s, W + 2s)
+    dy, dx = (torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator)).tolist()
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+
+
+def train_classifier(dataset: str = "digits", *, steps: int = 2000, batch_size: int = 128, lr: float = 2e-3,
+                     seed: int = 0, max_shift: int = 1, progress: bool = False) -> tuple[DigitsClassifier, dict[str, Any]]:
+    """Train DigitsClassifier with cross-entropy and random shifts; return it (eval mode) and a record with test accuracy."""
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("max_shift", max_shift), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name in ("max_shift", "seed") else 1):
+            raise ValueError(f"{name} must be an int >= {0 if name in ('max_shift', 'seed') else 1}, got {value!r}")
+    if dataset not in CLASSIFIERS:
+        raise ValueError(f"dataset must be one of {list(CLASSIFIERS)}, got {dataset!r}")
+    # Colour digits are trained from the grey digits, recoloured at random every batch (stroke hue not
+    # linked to the class): a classifier of the class-hued images alone reads the hue, not the digit.
+    colour = dataset == "colour_digits"
+    train_set, test_set = data.digits("train"), data.load_dataset(dataset, split="test")
+    torch.manual_seed(seed)
+    model = DigitsClassifier(in_channels=test_set.images.shape[1], num_classes=test_set.num_classes)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+    g = torch.Generator().manual_seed(seed)
+    steps_iter = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps_iter = tqdm(steps_iter, desc=f"{dataset} classifier")
+    start = time.perf_counter()
+    model.train()
+    for _ in steps_iter:
+        index = torch.randint(0, len(train_set.labels), (batch_size,), generator=g)
+        x, y = train_set.images[index], train_set.labels[index]  # (B, 1, 8, 8), (B,)
+        x = _shift(x, g, max_shift) if max_shift else x
+        if colour:
+            x = data.colourise(x, *data.colour_digits_hsv(y, generator=g, class_hue=False))  # (B, 3, 16, 16)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    model.eval().requires_grad_(False)
+    record = {
+        "dataset": dataset, "kind": "classifier", "steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr,
+        "augmentation": f"random shifts of up to {max_shift} pixels" + (", random colours" if colour else ""),
+        "parameters": num_parameters(model),
+        "wall_clock_s": round(time.perf_counter() - start, 1), "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "metrics": {"train_accuracy": classifier_accuracy(data.load_dataset(dataset).images, train_set.labels, model),
+                    "test_accuracy": classifier_accuracy(test_set.images, test_set.labels, model)},
+    }
+    if colour:  # the test split with stroke hues unrelated to the class: the classifier must read shapes
+        grey = data.digits("test")
+        recoloured = data.colourise(grey.images, *data.colour_digits_hsv(
+            grey.labels, generator=torch.Generator().manual_seed(seed + 1), class_hue=False))
+        record["metrics"]["test_accuracy_random_hues"] = classifier_accuracy(recoloured, grey.labels, model)
+    return model, record

@@ -1,0 +1,335 @@
+"""Project C's package module: a model's configuration checked against its weights, and the guidance slider.
+
+Oracles: Bayes-optimal networks for Gaussian data (their denoising error is lowest exactly under the
+schedule and prediction type they were built for), the training loss of chapter 2
+(`training.loss_by_timestep`, in the units of each target), closed-form schedules, and the
+committed checkpoints whose true configuration is recorded in training.json["flaw"].
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from types import SimpleNamespace
+
+import nbformat
+import pytest
+import torch
+
+from support import ROOT
+from diffusion_internals.course import checkpoints, training
+from diffusion_internals import schedules
+from diffusion_internals.course.data import load_dataset
+from diffusion_internals.guidance import CFGDenoiser
+from diffusion_internals.course.metrics import clipping_fraction
+from diffusion_internals.course.models import TimestepMLP
+from diffusion_internals.course.production import (
+    CANDIDATE_SCHEDULES,
+    DEFAULT_LOG_SNRS,
+    MAX_GUIDANCE,
+    NULL_RATIO_THRESHOLD,
+    Diagnosis,
+    SamplingConfig,
+    diagnose,
+    eps_error_by_noise_level,
+    slider_config,
+    timestep_for,
+)
+from diffusion_internals.sampling import sample_by_name
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- an exact network for Gaussian data
+
+
+class GaussianNet(torch.nn.Module):
+    """The Bayes-optimal eps / v / x0 network for x0 ~ N(0, std^2 I) on a given schedule (posterior mean, closed form).
+
+    With class labels, the null label gets the optimal network for the wrong data std (an untrained null label).
+    """
+
+    def __init__(self, alphas_cumprod: torch.Tensor, prediction_type: str, *, std: float = 0.5,
+                 conditional: bool = False) -> None:
+        super().__init__()
+        self.abar, self.prediction_type, self.std = alphas_cumprod.double(), prediction_type, std
+        if conditional:
+            self.config = SimpleNamespace(num_class_embeds=11)  # labels 0-9 and the null label 10
+
+    def forward(self, x_t, t, class_labels=None):
+        a = self.abar[t].reshape(-1, *([1] * (x_t.ndim - 1)))  # (B, 1, ...)
+        std = torch.full_like(a, self.std)
+        if class_labels is not None:
+            std = torch.where((class_labels == 10).reshape(a.shape), 4 * std, std)
+        x = x_t.double()
+        x0_hat = a.sqrt() * std**2 * x / (a * std**2 + 1 - a)  # E[x0 | x_t] for Gaussian data
+        eps_hat = (1 - a).sqrt() * x / (a * std**2 + 1 - a)  # E[eps | x_t]
+        out = {"epsilon": eps_hat, "sample": x0_hat, "v_prediction": a.sqrt() * eps_hat - (1 - a).sqrt() * x0_hat}
+        return out[self.prediction_type].to(x_t.dtype)
+
+
+def gaussian_case(schedule: str, prediction_type: str, *, conditional: bool = False):
+    abar = schedules.alphas_cumprod(schedules.make_betas(schedule, 1000))
+    x0 = 0.5 * torch.randn(512, 2, generator=gen(1))
+    labels = torch.arange(10).repeat(52)[:512] if conditional else None
+    return GaussianNet(abar, prediction_type, conditional=conditional), x0, labels
+
+
+@pytest.mark.parametrize("truth", [("linear", "epsilon"), ("cosine", "v_prediction"), ("sqrt", "sample"),
+                                   ("scaled_linear", "epsilon"), ("cosine", "epsilon")])
+@pytest.mark.parametrize("claim", [("cosine", "epsilon"), ("linear", "v_prediction")])
+def test_diagnose_finds_the_schedule_and_prediction_type_an_exact_network_was_built_for(truth, claim):
+    net, x0, _ = gaussian_case(*truth)
+    config = {"schedule": claim[0], "prediction_type": claim[1], "num_train_timesteps": 1000, "zero_snr": False}
+    report = diagnose(net, config, x0, None, generator=gen(0))
+    assert (report.trained_schedule, report.trained_prediction_type) == truth, report.errors
+    assert (report.claimed_schedule, report.claimed_prediction_type) == claim
+    expected = tuple(name for name, wrong in (("schedule", truth[0] != claim[0]),
+                                              ("prediction_type", truth[1] != claim[1])) if wrong)
+    assert report.findings == expected and report.ok == (not expected)
+    assert report.null_label_ratio is None  # an unconditional network
+    assert set(report.errors) == {(s, p) for s in CANDIDATE_SCHEDULES for p in ("epsilon", "v_prediction", "sample")}
+    assert report.corrected(config)["schedule"] == truth[0] and report.corrected(config)["prediction_type"] == truth[1]
+
+
+def test_diagnose_flags_an_untrained_null_label_and_not_a_trained_one():
+    net, x0, labels = gaussian_case("linear", "epsilon", conditional=True)
+    config = {"schedule": "linear", "prediction_type": "epsilon", "num_train_timesteps": 1000, "zero_snr": False}
+    report = diagnose(net, config, x0, labels, generator=gen(0))
+    assert report.findings == ("label_dropout",) and report.null_label_ratio > NULL_RATIO_THRESHOLD
+    net.std = 0.5  # the null label's data std: now "trained", i.e. the same as the conditional network's
+    net.forward = lambda x_t, t, class_labels=None: GaussianNet.forward(net, x_t, t, None)
+    report = diagnose(net, config, x0, labels, generator=gen(0))
+    assert report.findings == () and report.null_label_ratio == pytest.approx(1.0, abs=1e-9)
+
+
+def test_first_step_snr_is_the_closed_form_at_the_first_leading_and_trailing_timestep():
+    net, x0, _ = gaussian_case("linear", "epsilon")
+    config = {"schedule": "cosine", "prediction_type": "epsilon", "num_train_timesteps": 1000, "zero_snr": False}
+    report = diagnose(net, config, x0, None, generator=gen(0))
+    assert report.trained_schedule == "linear"
+    linear = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)[980]  # Ho et al. 2020
+    f = lambda tau: math.cos((tau + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731 (Nichol & Dhariwal 2021, eq. 17)
+    cosine = f(981 / 1000) / f(0)  # alpha_bar at 0-based t = 980 is alpha_bar((t + 1) / T)
+    assert report.first_step_snr_trained == pytest.approx(float(linear / (1 - linear)), rel=1e-12)
+    assert report.first_step_snr_claimed == pytest.approx(cosine / (1 - cosine), rel=1e-9)
+    zsnr = {**config, "schedule": "linear", "zero_snr": True}
+    report = diagnose(net, zsnr, x0[:16], None, log_snrs=torch.tensor([-2.0, 1.0]), sampling_steps=20, generator=gen(0))
+    assert report.first_step_snr_claimed == 0.0  # trailing grid: t = 999, where zero terminal SNR means SNR 0
+
+
+# ----------------------------------------------------------------------------- the measurement against chapter 2's loss
+
+
+def test_timestep_for_names_each_level_by_the_nearest_log_snr():
+    abar = schedules.alphas_cumprod(schedules.make_betas("cosine", 1000))
+    assert [timestep_for(float(abar[t]), abar) for t in range(0, 1000, 7)] == list(range(0, 1000, 7))  # own levels
+    linear = schedules.alphas_cumprod(schedules.make_betas("linear", 1000))
+    for t in (3, 100, 400, 700, 950):  # brute force over the grid in plain Python floats
+        target = math.log(float(abar[t]) / (1 - float(abar[t])))
+        distance = [abs(math.log(a / (1 - a)) - target) for a in linear.tolist()]
+        assert timestep_for(float(abar[t]), linear) == distance.index(min(distance))
+    assert timestep_for(1 - 1e-9, linear) == 0 and timestep_for(1e-12, linear) == 999  # beyond the range: the ends
+    zsnr = schedules.alphas_cumprod(schedules.rescale_zero_terminal_snr(schedules.make_betas("linear", 1000)))
+    assert timestep_for(1e-12, zsnr) == 998  # log SNR = -inf at t = 999 is never the nearest finite level
+    for bad in (0.0, 1.0, -0.5, float("nan"), True):
+        with pytest.raises(ValueError, match="alpha_bar"):
+            timestep_for(bad, linear)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_eps_error_at_a_schedules_own_levels_is_the_training_loss_in_eps_units(prediction_type):
+    torch.manual_seed(0)
+    model = TimestepMLP(dim=2).eval()
+    x0 = torch.randn(200, 2, generator=gen(2))
+    abar = schedules.alphas_cumprod(schedules.make_betas("cosine", 100))
+    timesteps = torch.tensor([0, 13, 50, 98])
+    noise = torch.randn(x0.shape, generator=gen(3))  # what loss_by_timestep draws from gen(3)
+    got = eps_error_by_noise_level(model, x0, noise, abar[timesteps], abar, prediction_type=prediction_type)
+    loss = training.loss_by_timestep(model, x0, timesteps, abar.float(), prediction_type=prediction_type,
+                                     generator=gen(3))
+    a = abar[timesteps]
+    # eps_hat - eps = sqrt(a) (v_hat - v) = sqrt(a / (1 - a)) (x0 - x0_hat) (Salimans & Ho 2022, Sec. 4)
+    factor = {"epsilon": torch.ones_like(a), "v_prediction": a, "sample": a / (1 - a)}[prediction_type]
+    torch.testing.assert_close(got, loss * factor, rtol=2e-5, atol=1e-9)
+    assert got.dtype == torch.float64 and got.shape == (4,)
+
+
+def test_comparing_at_one_timestep_instead_of_one_noise_level_can_blame_the_wrong_schedule():
+    # Why diagnose compares at fixed noise levels: at a fixed *timestep* each schedule shows the network a different
+    # noise level, and the exact linear network is then more accurate on the sqrt schedule's (easier) inputs.
+    net, x0, _ = gaussian_case("linear", "epsilon")
+    timesteps, noise = torch.linspace(0, 999, 10).round().long(), torch.randn(x0.shape, generator=gen(0))
+    per_timestep = {name: float(training.loss_by_timestep(
+        net, x0, timesteps, schedules.alphas_cumprod(schedules.make_betas(name, 1000)).float(), generator=gen(0)).mean())
+        for name in CANDIDATE_SCHEDULES}
+    per_level = {name: float(eps_error_by_noise_level(
+        net, x0, noise, torch.sigmoid(DEFAULT_LOG_SNRS), schedules.alphas_cumprod(schedules.make_betas(name, 1000))).mean())
+        for name in CANDIDATE_SCHEDULES}
+    assert min(per_timestep, key=per_timestep.get) != "linear", per_timestep
+    assert min(per_level, key=per_level.get) == "linear", per_level
+
+
+def test_eps_error_and_diagnose_reject_bad_input_with_the_parameter_named():
+    model, x0 = TimestepMLP(dim=2).eval(), torch.zeros(4, 2)
+    abar = schedules.alphas_cumprod(schedules.make_betas("linear", 10))
+    cases = [
+        (lambda: eps_error_by_noise_level(model, x0, x0, abar[[1]], abar, prediction_type="eps"), "prediction_type"),
+        (lambda: eps_error_by_noise_level(model, x0, x0, torch.tensor([1.0]), abar), "alpha_bars"),
+        (lambda: eps_error_by_noise_level(model, x0, x0, torch.tensor([[0.5]]), abar), "alpha_bars"),
+        (lambda: eps_error_by_noise_level(model, x0, torch.zeros(4, 3), abar[[1]], abar), "noise"),
+        (lambda: diagnose(model, {"schedule": "linear", "prediction_type": "epsilon", "num_train_timesteps": 10}, x0,
+                          None, log_snrs=torch.tensor([float("nan")])), "log_snrs"),
+        (lambda: diagnose(model, {"schedule": "linear", "num_train_timesteps": 10}, x0, None), "prediction_type"),
+        (lambda: diagnose(model, {"schedule": "linear", "prediction_type": "epsilon", "num_train_timesteps": 10}, x0,
+                          None, candidates="linear"), "candidates"),
+        (lambda: diagnose(model, {"schedule": "linear", "prediction_type": "epsilon", "num_train_timesteps": 10}, x0,
+                          None, null_ratio_threshold=0.5), "null_ratio_threshold"),
+    ]
+    for call, name in cases:
+        with pytest.raises(ValueError, match=name):
+            call()
+
+
+# ----------------------------------------------------------------------------- the committed models
+
+
+def committed(name: str, n: int = 24):
+    net, config = checkpoints.load_model(name)
+    test = load_dataset(config["dataset"], split="test")
+    pick = torch.randperm(len(test.labels), generator=gen(0))[:n]
+    return net, config, test.images[pick], test.labels[pick]
+
+
+def test_diagnose_finds_that_the_client_model_was_trained_linear_as_its_flaw_record_says():
+    net, config, x0, labels = committed("colour-digits-client")
+    shipped = {k: v for k, v in config.items() if k != "flaw"}
+    report = diagnose(net, shipped, x0, labels, generator=gen(0))
+    truth = config["flaw"]["actual"]
+    assert (report.trained_schedule, report.trained_prediction_type) == (truth["schedule"], truth["prediction_type"])
+    assert report.findings == ("schedule",) and report.claimed_schedule == "cosine"
+    # The eps error under the truth is several times lower than under the claim (0.023 against 0.10 on 32 images).
+    assert report.errors[("linear", "epsilon")] * 3 < report.errors[("cosine", "epsilon")], report.errors
+    assert report.null_label_ratio < NULL_RATIO_THRESHOLD  # trained with label dropout 0.1
+    assert diagnose(net, report.corrected(shipped), x0, labels, generator=gen(0)).ok
+
+
+def test_diagnose_flags_the_model_trained_without_label_dropout_and_passes_honest_ones():
+    for name, findings in (("digits-cosine-eps-no-dropout", ("label_dropout",)), ("digits-linear-v-zsnr", ()),
+                           ("colour-digits-cosine-eps", ())):
+        net, config, x0, labels = committed(name, n=16)
+        report = diagnose(net, config, x0, labels, generator=gen(0))
+        assert report.findings == findings, (name, report.null_label_ratio, report.errors)
+
+
+# ----------------------------------------------------------------------------- the slider
+
+
+@pytest.mark.parametrize("scale, rescale, threshold", [
+    (0, 0.0, None), (0.5, 0.0, None), (1, 0.0, None), (4.0, 0.25, 0.995), (7, 0.5, 0.995), (2.2, 0.1, 0.995)])
+def test_slider_config_on_known_inputs(scale, rescale, threshold):
+    config = slider_config(scale)
+    assert isinstance(config, SamplingConfig) and type(config.scale) is float and config.scale == scale
+    assert config.rescale == pytest.approx(rescale, abs=1e-12) and config.threshold == threshold
+    assert (config.threshold_max_value, config.sampler, config.steps) == (1.5, "DPM++ 2M Karras", 20)
+
+
+def test_slider_fixes_grow_with_the_scale_and_stop_at_the_cap():
+    grid = [MAX_GUIDANCE * i / 70 for i in range(71)]
+    rescales = [slider_config(s).rescale for s in grid]
+    assert all(b >= a for a, b in zip(rescales, rescales[1:])) and rescales[-1] == 0.5 and max(rescales) == 0.5
+
+
+@pytest.mark.parametrize("bad", [-1e-9, -3, 7.000001, 8, 1e9, float("nan"), float("inf"), True, "5", None, [3.0]])
+def test_slider_rejects_scales_off_the_slider_rather_than_clamping(bad):
+    with pytest.raises(ValueError, match=re.escape(f"scale must")) as error:
+        slider_config(bad)
+    assert f"{MAX_GUIDANCE}" in str(error.value) and "[0, " in str(error.value)
+
+
+def test_slider_rejects_unknown_samplers_and_bad_step_counts():
+    with pytest.raises(ValueError, match="sampler"):
+        slider_config(3.0, sampler="DPM++ 9M")
+    with pytest.raises(ValueError, match="steps"):
+        slider_config(3.0, steps=0)
+    assert slider_config(3.0, sampler="DDIM", steps=50).sampler == "DDIM"
+
+
+def test_slider_config_guides_with_its_fixes_and_tames_clipping_on_the_client_model():
+    config = slider_config(7)
+    net, record = checkpoints.load_model("colour-digits-client")
+    true = {**record, **record["flaw"]["actual"]}
+    from diffusion_internals.denoisers import DiscreteDenoiser
+
+    denoiser = DiscreteDenoiser(net, checkpoints.alphas_cumprod_for(true))
+    null = {"class_labels": torch.tensor([10])}
+    guided = config.guided(denoiser, null)
+    assert isinstance(guided, CFGDenoiser)
+    assert (guided.scale, guided.rescale, guided.threshold, guided.threshold_max_value) == (7.0, 0.5, 0.995, 1.5)
+    labels = torch.arange(10).repeat(2)
+
+    def draw(d):
+        return sample_by_name(d, (20, 3, 16, 16), "DPM++ 2M Karras", steps=8, generator=gen(0),
+                              extra_args={"class_labels": labels})
+
+    plain = CFGDenoiser(denoiser, 7.0, uncond=null)
+    # Package numbers (training.json): plain CFG 7 clips 11% of values, the test split none.
+    assert clipping_fraction(draw(guided)) < 0.02 < 0.05 < clipping_fraction(draw(plain))
+
+
+# ----------------------------------------------------------------------------- grading: a wrong diagnosis loses its points
+
+NOTEBOOK = ROOT / "solutions" / "project_c_production" / "project_c_production.ipynb"
+WRONG_DIAGNOSES = {
+    # Believes the model card: no measurement at all.
+    "trusts the config": '''
+def diagnose(model, config, x0, class_labels, log_snrs=None, generator=None, sampling_steps=50):
+    return Diagnosis(config["schedule"], config["schedule"], config["prediction_type"], config["prediction_type"], 1.0,
+                     0.0, 0.0, (), {(s, p): 0.0 for s in CANDIDATE_SCHEDULES for p in PREDICTION_TYPES})
+''',
+    # Measures every hypothesis as if the network predicted eps: the prediction type can never be found.
+    "reads every network as eps": None,
+}
+
+
+def wrong_reading_every_network_as_eps(source: str) -> str:
+    body = "\n".join(ln for ln in source.splitlines() if ln.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
+    wrong = body.replace("abar[name], p, class_labels", 'abar[name], "epsilon", class_labels')
+    assert wrong != body
+    return wrong
+
+
+@pytest.mark.slow
+def test_a_wrong_diagnosis_loses_the_diagnosis_points_and_nothing_else():
+    """nbgrader gives a graded code cell its points iff it runs without error; this runs the diagnosis cells that way."""
+    from nbclient import NotebookClient
+
+    source = nbformat.read(NOTEBOOK, as_version=4)
+    by_id = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in source.cells}
+    points = {gid: by_id[gid].metadata["nbgrader"]["points"] for gid in ("test_eps_error", "test_diagnose")}
+    assert points == {"test_eps_error": 3, "test_diagnose": 4}
+    WRONG_DIAGNOSES["reads every network as eps"] = wrong_reading_every_network_as_eps(by_id["diagnose"].source)
+    cells = [by_id["setup"], by_id["eps_error"], by_id["test_eps_error"], by_id["diagnose"], by_id["test_diagnose"]]
+    for wrong in WRONG_DIAGNOSES.values():
+        cells += [nbformat.v4.new_code_cell(wrong), by_id["test_diagnose"]]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c.source) for c in cells])
+    start = time.perf_counter()
+    kernel = os.environ.get("DIFFUSION_INTERNALS_KERNEL", "diffusion-internals-grading")  # as nbgrader_config.py
+    NotebookClient(nb, kernel_name=kernel, timeout=300, allow_errors=True,
+                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    failed = [any(o.output_type == "error" for o in c.outputs) for c in nb.cells]
+    errors = ["".join(o.get("evalue", "") for o in c.outputs if o.output_type == "error") for c in nb.cells]
+    assert not any(failed[:5]), f"the reference solution lost points: {errors[:5]}"
+    score = {"reference": points["test_eps_error"] + points["test_diagnose"]}
+    for k, name in enumerate(WRONG_DIAGNOSES):
+        test_cell = 6 + 2 * k
+        score[name] = points["test_eps_error"] + (0 if failed[test_cell] else points["test_diagnose"])
+        assert failed[test_cell], f"{name}: the diagnosis test passed a wrong diagnosis"
+        assert "expected" in errors[test_cell] and "got" in errors[test_cell], f"{name}: unhelpful feedback {errors[test_cell]!r}"
+    assert score == {"reference": 7, "trusts the config": 3, "reads every network as eps": 3}
+    assert time.perf_counter() - start < 240

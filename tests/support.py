@@ -1,0 +1,137 @@
+"""What the tests share: running course commands, the k-diffusion oracles, toy trained networks.
+
+* Subprocesses: ``ROOT``, ``BIN``, ``run`` for tests that run nbgrader or jupyter-book.
+* k-diffusion as an oracle: ``import k_diffusion`` runs its ``__init__``, which pulls in heavy extras (clip,
+  skimage, ...), and ``k_diffusion/utils.py`` imports torchvision, which does not import beside the pinned torch.
+  ``import_k_diffusion_sampling`` registers a bare ``k_diffusion`` package (its ``__init__`` never run) and stubs
+  torchvision only while ``k_diffusion.sampling`` is imported; ``import_k_diffusion_external`` then imports the
+  DiscreteSchedule wrappers. k-diffusion is a declared test dependency: if it is missing this raises, it does not skip.
+* Toy "trained networks" built from an exact denoiser, written independently of
+  ``diffusion_internals.denoisers.DiscreteDenoiser``. A perfect network trained on a VP schedule with training
+  sigmas ``sigma_t = sqrt((1 - abar_t) / abar_t)`` sees ``x_in = x / sqrt(1 + sigma_t^2)`` (x = x0 + sigma_t eps)
+  and predicts eps = (x - D(x, sigma_t)) / sigma_t, v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0_hat (Salimans & Ho
+  2022, Sec. 4) or x0 = D(x, sigma_t). Fractional ``t`` maps to sigma linearly in log sigma between neighbouring
+  training steps (k-diffusion's DiscreteSchedule.t_to_sigma); integer ``t`` indexes the schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+import types
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def course_env() -> dict[str, str]:
+    """The environment for subprocesses: the course's bin first, a quiet, offline hub."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    return env
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run a command, returning its result; the output is kept for assertion messages."""
+    return subprocess.run(
+        cmd, cwd=cwd, env=course_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+_TORCHVISION_STUBS = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
+
+
+def import_k_diffusion_sampling() -> types.ModuleType:
+    """Return ``k_diffusion.sampling`` (Karras et al. 2022 reference code) without running k_diffusion/__init__.py."""
+    if "k_diffusion.sampling" in sys.modules:
+        return sys.modules["k_diffusion.sampling"]
+    if "k_diffusion" not in sys.modules:
+        spec = importlib.util.find_spec("k_diffusion")  # finds the package; does not execute it
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError(
+                "k-diffusion is a test dependency of this course; install it with "
+                "`pip install --no-deps k-diffusion==0.1.1.post1 torchdiffeq torchsde trampoline`"
+            )
+        package = types.ModuleType("k_diffusion")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        package.__file__ = spec.origin
+        sys.modules["k_diffusion"] = package
+
+    saved = {name: sys.modules.get(name) for name in _TORCHVISION_STUBS}
+    stubs = {name: types.ModuleType(name) for name in _TORCHVISION_STUBS}
+    stubs["torchvision"].transforms = stubs["torchvision.transforms"]
+    stubs["torchvision.transforms"].functional = stubs["torchvision.transforms.functional"]
+    for name in _TORCHVISION_STUBS:
+        if saved[name] is None:  # never hide a torchvision that is already imported
+            sys.modules[name] = stubs[name]
+    try:
+        return importlib.import_module("k_diffusion.sampling")
+    finally:
+        for name in _TORCHVISION_STUBS:
+            if saved[name] is None:
+                sys.modules.pop(name, None)
+
+
+def import_k_diffusion_external() -> types.ModuleType:
+    """Return ``k_diffusion.external`` (Karras et al. 2022 reference wrappers) without k_diffusion/__init__.py."""
+    import_k_diffusion_sampling()
+    return importlib.import_module("k_diffusion.external")
+
+
+TARGETS = ("epsilon", "v_prediction", "sample")
+
+
+def _sigma_at(t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Training sigma at integer t, or log-linear between the neighbours of fractional t; float64 (B,)."""
+    a = alphas_cumprod.to(torch.float64)
+    sigmas = ((1 - a) / a).sqrt()  # (T,)
+    t = torch.as_tensor(t).to("cpu")
+    if not t.dtype.is_floating_point:
+        return sigmas[t]
+    t = t.to(torch.float64)
+    low = t.floor().long()
+    high = t.ceil().long()
+    frac = t - low
+    log_sigma = torch.where(low == high, sigmas[low].log(), (1 - frac) * sigmas[low].log() + frac * sigmas[high].log())
+    return log_sigma.exp()
+
+
+def model_from_denoiser(denoiser: Callable[..., torch.Tensor], alphas_cumprod: torch.Tensor, *,
+                        prediction_type: str = "epsilon") -> Callable[..., torch.Tensor]:
+    """A perfect discrete-time network model(x_in, t, **cond) -> eps, v or x0 for the data of an exact denoiser."""
+    if prediction_type not in TARGETS:
+        raise ValueError(f"prediction_type must be one of {list(TARGETS)}, got {prediction_type!r}")
+
+    def model(x_in: torch.Tensor, t: torch.Tensor, **cond: Any) -> torch.Tensor:
+        sigma = _sigma_at(t, alphas_cumprod).to(x_in.device).reshape(-1).expand(x_in.shape[0])  # (B,)
+        if not bool(torch.isfinite(sigma).all()):
+            raise ValueError(f"the toy model is not defined at sigma = inf (t = {t.tolist()})")
+        s = sigma.reshape((-1,) + (1,) * (x_in.ndim - 1))  # (B,) -> (B, 1, ..., 1)
+        x = x_in.to(torch.float64) * (1 + s**2).sqrt()  # back to the VE view
+        x0 = denoiser(x, sigma, **cond).to(torch.float64)
+        if prediction_type == "sample":
+            return x0.to(x_in.dtype)
+        eps = (x - x0) / s
+        if prediction_type == "epsilon":
+            return eps.to(x_in.dtype)
+        abar = 1 / (1 + s**2)
+        return (abar.sqrt() * eps - (1 - abar).sqrt() * x0).to(x_in.dtype)
+
+    return model
+
+
+def eps_model_from_denoiser(denoiser: Callable[..., torch.Tensor],
+                            alphas_cumprod: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """A perfect eps network: eps(x_in, t, **cond) = (x - D(x, sigma_t)) / sigma_t with x = x_in sqrt(1 + sigma_t^2)."""
+    return model_from_denoiser(denoiser, alphas_cumprod, prediction_type="epsilon")
