@@ -28,11 +28,15 @@ DIFFUSERS_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "LMS": ("LMSDiscreteScheduler", {}),
     "LMS Karras": ("LMSDiscreteScheduler", {"use_karras_sigmas": True}),
     "DPM++ 2M": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler",
-                        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "DPM++ 2M Karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+    ),
     "DPM++ 2M SDE": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
-    "DPM++ 2M SDE Karras": ("DPMSolverMultistepScheduler",
-                            {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "DPM++ 2M SDE Karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+    ),
     "DDIM": ("DDIMScheduler", {}),
     "DDPM": ("DDPMScheduler", {}),
     "UniPC": ("UniPCMultistepScheduler", {"solver_order": 2, "solver_type": "bh2", "predict_x0": True}),
@@ -41,7 +45,7 @@ DIFFUSERS_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 _NO_DIFFUSERS = {
     "dpmpp_2s_ancestral": "the overview lists none (DPMSolverSinglestepScheduler is related but deterministic)",
     "dpmpp_3m_sde": "DPMSolverMultistepScheduler(solver_order=3, algorithm_type='sde-dpmsolver++') weights the "
-                    "second difference differently from k-diffusion's DPM++ 3M SDE",
+    "second difference differently from k-diffusion's DPM++ 3M SDE",
 }
 # Grid switches that a config may carry over from another scheduler; a name without them turns them off.
 _GRID_SWITCHES = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
@@ -51,15 +55,16 @@ def diffusers_scheduler(name: str, config: Any) -> Any:
     """diffusers' scheduler for a UI sampler name, from a scheduler or its config (diffusers' scheduler overview)."""
     sampler = resolve(name).sampler  # unknown names raise, listing the known ones
     if name not in DIFFUSERS_SCHEDULERS:
-        raise ValueError(f"diffusers has no scheduler equivalent to {name!r}: {_NO_DIFFUSERS[sampler]}. "
-                         f"Names with one: {list(DIFFUSERS_SCHEDULERS)}")
+        raise ValueError(
+            f"diffusers has no scheduler equivalent to {name!r}: {_NO_DIFFUSERS[sampler]}. "
+            f"Names with one: {list(DIFFUSERS_SCHEDULERS)}"
+        )
     import diffusers
 
     if hasattr(config, "config") and isinstance(config.config, Mapping):  # a scheduler instance
         config = config.config
     if not isinstance(config, Mapping):
-        raise ValueError(f"config must be a diffusers scheduler or its config (a mapping), got "
-                         f"{type(config).__name__}")
+        raise ValueError(f"config must be a diffusers scheduler or its config (a mapping), got {type(config).__name__}")
     class_name, overrides = DIFFUSERS_SCHEDULERS[name]
     cls = getattr(diffusers, class_name)
     accepted = inspect.signature(cls.__init__).parameters
@@ -71,11 +76,13 @@ def diffusers_scheduler(name: str, config: Any) -> Any:
 
 
 def diffusers_sigmas(scheduler: Any) -> torch.Tensor:
-    """The sigma grid of a diffusers scheduler after set_timesteps, float64, ending in 0 (Karras et al. 2022, Table 1)."""
+    """The sigma grid of a diffusers scheduler after set_timesteps, float64, ending in 0 (Karras et al. 2022, Tab 1)."""
     timesteps = getattr(scheduler, "timesteps", None)
     if getattr(scheduler, "num_inference_steps", None) is None or timesteps is None:
-        raise ValueError(f"scheduler must be a diffusers scheduler after set_timesteps(), got "
-                         f"{type(scheduler).__name__} without inference timesteps")
+        raise ValueError(
+            f"scheduler must be a diffusers scheduler after set_timesteps(), got "
+            f"{type(scheduler).__name__} without inference timesteps"
+        )
     sigmas = getattr(scheduler, "sigmas", None)
     if sigmas is None:  # DDIM, DDPM: the training sigma at each inference timestep
         return schedules.sigmas_from_timesteps(timesteps, scheduler.alphas_cumprod.double())

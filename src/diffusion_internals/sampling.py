@@ -7,12 +7,14 @@
    ``sigma_min`` and ``sigma_max``; ``"linspace"``, ``"leading"`` and ``"trailing"`` are the discrete
    timestep grids of diffusers (Lin et al. 2023, Table 2), mapped to sigma through ``alphas_cumprod``;
 2. draws the initial noise at ``sigmas[0]``, see ``INIT_NOISE`` below;
-3. runs the sampler, a plain function from :mod:`diffusion_internals.samplers`.
+3. runs the sampler, a plain function from :mod:`diffusion_internals.samplers`, whose step noise comes
+   from the same ``generator`` (its ``noise`` argument).
 
 The names users know from UI menus ("DPM++ 2M Karras", "Euler a", ...) are a sampler plus a grid
 (``NAMED_SAMPLERS``, ``resolve``, ``sample_by_name``); :mod:`diffusion_internals.diffusers_compat` builds
 diffusers' scheduler for the same name.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +24,9 @@ from typing import Any, NamedTuple
 import torch
 
 from diffusion_internals import samplers, schedules
-from diffusion_internals.utils import Generators, randn_like
 from diffusion_internals.samplers.common import Callback, Denoiser
+from diffusion_internals.utils import Generators, randn_like
+from diffusion_internals.validation import check_choice, check_int
 
 __all__ = [
     "SAMPLERS",
@@ -96,38 +99,45 @@ NAMED_SAMPLERS: dict[str, Recipe] = {
     "UniPC": Recipe("unipc", "linspace", {"order": 2, "variant": "bh2"}),
 }
 
-def _check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    return steps
 
-
-def sigmas_for(denoiser: Denoiser, steps: int, *, schedule: str = "karras", sigma_min: float | None = None,
-               sigma_max: float | None = None, rho: float = 7.0) -> torch.Tensor:
+def sigmas_for(
+    denoiser: Denoiser,
+    steps: int,
+    *,
+    schedule: str = "karras",
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+    rho: float = 7.0,
+) -> torch.Tensor:
     """The float64 sigma grid of `steps` steps ending in 0 (Karras et al. 2022, eq. 5; Lin et al. 2023, Table 2)."""
-    steps = _check_steps(steps)
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+    steps = check_int("steps", steps, minimum=1)
+    check_choice("schedule", schedule, SCHEDULES)
     if schedule != "karras" and rho != 7.0:
         raise ValueError(f"rho is only used by schedule='karras'; got rho={rho!r} with schedule={schedule!r}")
     alphas_cumprod = getattr(denoiser, "alphas_cumprod", None)
     if schedule in schedules.TIMESTEP_SPACINGS:
         if sigma_min is not None or sigma_max is not None:
-            raise ValueError(f"sigma_min and sigma_max are only used by the continuous schedules "
-                             f"{list(CONTINUOUS_SCHEDULES)}; schedule={schedule!r} takes the training timesteps "
-                             f"(got sigma_min={sigma_min!r}, sigma_max={sigma_max!r})")
+            raise ValueError(
+                f"sigma_min and sigma_max are only used by the continuous schedules "
+                f"{list(CONTINUOUS_SCHEDULES)}; schedule={schedule!r} takes the training timesteps "
+                f"(got sigma_min={sigma_min!r}, sigma_max={sigma_max!r})"
+            )
         if not isinstance(alphas_cumprod, torch.Tensor):
-            raise ValueError(f"schedule={schedule!r} needs a denoiser with a discrete training schedule (an "
-                             f"alphas_cumprod attribute, e.g. DiscreteDenoiser); {type(denoiser).__name__} has "
-                             f"none: use one of {list(CONTINUOUS_SCHEDULES)}")
+            raise ValueError(
+                f"schedule={schedule!r} needs a denoiser with a discrete training schedule (an "
+                f"alphas_cumprod attribute, e.g. DiscreteDenoiser); {type(denoiser).__name__} has "
+                f"none: use one of {list(CONTINUOUS_SCHEDULES)}"
+            )
         timesteps = schedules.inference_timesteps(len(alphas_cumprod), steps, schedule)
         return schedules.sigmas_from_timesteps(timesteps, alphas_cumprod)
     sigma_min = getattr(denoiser, "sigma_min", None) if sigma_min is None else sigma_min
     sigma_max = getattr(denoiser, "sigma_max", None) if sigma_max is None else sigma_max
     if sigma_min is None or sigma_max is None:
-        raise ValueError(f"schedule={schedule!r} needs sigma_min and sigma_max: {type(denoiser).__name__} has no "
-                         f"training schedule to take them from; got sigma_min={sigma_min!r}, "
-                         f"sigma_max={sigma_max!r}")
+        raise ValueError(
+            f"schedule={schedule!r} needs sigma_min and sigma_max: {type(denoiser).__name__} has no "
+            f"training schedule to take them from; got sigma_min={sigma_min!r}, "
+            f"sigma_max={sigma_max!r}"
+        )
     if schedule == "karras":
         return schedules.sigmas_karras(steps, float(sigma_min), float(sigma_max), rho=rho)
     return schedules.sigmas_exponential(steps, float(sigma_min), float(sigma_max))
@@ -153,14 +163,16 @@ def sample(
     **options: Any,
 ) -> torch.Tensor:
     """Draw x ~ N(0, scale^2 I) at sigmas[0] and run a sampler down the grid (Karras et al. 2022, Algorithm 1)."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
+    check_choice("sampler", sampler, SAMPLERS)
     if init_noise not in (None, *INIT_NOISE):
         raise ValueError(f"init_noise must be None (automatic) or one of {list(INIT_NOISE)}, got {init_noise!r}")
     if isinstance(shape, torch.Size) or (isinstance(shape, Sequence) and not isinstance(shape, str)):
         shape = tuple(shape)
-    if not isinstance(shape, tuple) or not shape or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape):
+    if (
+        not isinstance(shape, tuple)
+        or not shape
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
+    ):
         raise ValueError(f"shape must be a non-empty sequence of ints >= 1, (B, ...), got {shape!r}")
     sigmas = sigmas_for(denoiser, steps, schedule=schedule, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     if init_noise is None:
@@ -168,25 +180,35 @@ def sample(
     sigma_0 = float(sigmas[0])
     scale = math.sqrt(1 + sigma_0**2) if init_noise == "vp" else sigma_0
     x = randn_like(torch.empty(shape, dtype=dtype, device=device), generator) * scale  # (B, ...)
-    return SAMPLERS[sampler](denoiser, x, sigmas.to(x.device), extra_args=extra_args, callback=callback,
-                             generator=generator, progress=progress, **options)
+    return SAMPLERS[sampler](
+        denoiser,
+        x,
+        sigmas.to(x.device),
+        extra_args=extra_args,
+        callback=callback,
+        noise=generator,
+        progress=progress,
+        **options,
+    )
 
 
 def resolve(name: str) -> Recipe:
     """The (sampler, schedule, options) behind a UI sampler name such as "DPM++ 2M Karras"."""
-    if name not in NAMED_SAMPLERS:
-        raise ValueError(f"name must be one of {list(NAMED_SAMPLERS)}, got {name!r}")
-    recipe = NAMED_SAMPLERS[name]
+    recipe = NAMED_SAMPLERS[check_choice("name", name, NAMED_SAMPLERS)]
     return Recipe(recipe.sampler, recipe.schedule, dict(recipe.options))
 
 
-def sample_by_name(denoiser: Denoiser, shape: Sequence[int], name: str, *, steps: int = 20,
-                   **kwargs: Any) -> torch.Tensor:
+def sample_by_name(
+    denoiser: Denoiser, shape: Sequence[int], name: str, *, steps: int = 20, **kwargs: Any
+) -> torch.Tensor:
     """sample() with the sampler, schedule and options of a UI name; kwargs go to sample() and the sampler."""
     recipe = resolve(name)
     for key in ("sampler", "schedule"):
         if key in kwargs:
-            raise ValueError(f"{key} is set by the name {name!r} ({getattr(recipe, key)!r}); got {key}="
-                             f"{kwargs[key]!r}: call sample() to choose it yourself")
-    return sample(denoiser, shape, sampler=recipe.sampler, schedule=recipe.schedule, steps=steps,
-                  **{**recipe.options, **kwargs})
+            raise ValueError(
+                f"{key} is set by the name {name!r} ({getattr(recipe, key)!r}); got {key}="
+                f"{kwargs[key]!r}: call sample() to choose it yourself"
+            )
+    return sample(
+        denoiser, shape, sampler=recipe.sampler, schedule=recipe.schedule, steps=steps, **{**recipe.options, **kwargs}
+    )

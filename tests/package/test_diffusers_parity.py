@@ -7,8 +7,8 @@ trained on diffusers' own alphas_cumprod, so both sides see the same function. P
   float32, its stochastic steps fed the noise we pre-draw (variance_noise=, or a generator whose draws
   we reproduce);
 * ours: sampler(DiscreteDenoiser(model, alphas_cumprod), x, sigmas) in float64 on the scheduler's own
-  sigma grid, ending in 0 (diffusers_compat.diffusers_sigmas). diffusers' DDIM/DDPM/DPM-Solver/UniPC carry the VP sample x_VP, so our x is
-  x_VP * sqrt(1 + sigma_0^2); its Euler-type schedulers already carry x = x0 + sigma * eps.
+  sigma grid, ending in 0 (diffusers_compat.diffusers_sigmas). diffusers' DDIM/DDPM/DPM-Solver/UniPC carry the VP
+  sample x_VP, so our x is x_VP * sqrt(1 + sigma_0^2); its Euler-type schedulers already carry x = x0 + sigma * eps.
 
 Both sides run the same algorithm on the same grid, so what is left is diffusers' float32 arithmetic.
 We measure it in units of ULP = 2^-23 (float32's spacing at 1) times the scale of the result, max |x0|
@@ -37,6 +37,7 @@ Discrepancies found (documented per test below):
   (final_sigmas_type="zero"), as k-diffusion does; euler_at_final and lower_order_final change nothing
   more for solver_order=2.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,7 @@ from collections.abc import Callable
 import diffusers
 import pytest
 import torch
-from support import import_k_diffusion_sampling
-from support import eps_model_from_denoiser
+from support import eps_model_from_denoiser, import_k_diffusion_sampling
 
 from diffusion_internals import samplers
 from diffusion_internals.denoisers import DiscreteDenoiser, GaussianMixtureDenoiser
@@ -57,7 +57,9 @@ UNITS = 8  # the tolerance of every parity test, in ULP x max |x0| (see the modu
 SHAPE = (3, 2, 4, 4)  # (B, C, H, W)
 MIXTURE = GaussianMixtureDenoiser(
     torch.randn((3,) + SHAPE[1:], generator=torch.Generator().manual_seed(0), dtype=torch.float64),
-    torch.tensor([0.4, 0.7, 0.5]), torch.tensor([0.3, 0.3, 0.4]))
+    torch.tensor([0.4, 0.7, 0.5]),
+    torch.tensor([0.3, 0.3, 0.4]),
+)
 SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 DDPM_LINEAR = {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02}
 
@@ -70,14 +72,25 @@ def draws(n: int, seed: int) -> list[torch.Tensor]:
 
 def keyed_noise(sigmas: torch.Tensor, noises: list[torch.Tensor]) -> Callable[..., torch.Tensor]:
     """noise_sampler(sigma, sigma_next) returning noises[i] for the step that starts at sigmas[i]."""
+
     def noise_sampler(sigma, sigma_next):
         i = int(torch.argmin((sigmas - float(sigma)).abs()))
         return noises[i].double()
+
     return noise_sampler
 
 
-def run_pair(scheduler, sampler, *, vp: bool, quantize: bool, steps: int, noises: list[torch.Tensor] | None = None,
-             step_kwargs: Callable[[int], dict] = lambda k: {}, **options) -> tuple[torch.Tensor, torch.Tensor]:
+def run_pair(
+    scheduler,
+    sampler,
+    *,
+    vp: bool,
+    quantize: bool,
+    steps: int,
+    noises: list[torch.Tensor] | None = None,
+    step_kwargs: Callable[[int], dict] = lambda k: {},
+    **options,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(ours in float64, diffusers' in float32) from one initial noise on the scheduler's own grid."""
     scheduler.set_timesteps(steps)
     alphas_cumprod = scheduler.alphas_cumprod.double()  # the very schedule diffusers uses (float32 values)
@@ -89,7 +102,7 @@ def run_pair(scheduler, sampler, *, vp: bool, quantize: bool, steps: int, noises
     sigmas = diffusers_sigmas(scheduler)
     x_ours = z.double() * float(scheduler.init_noise_sigma) * (math.sqrt(1 + sigmas[0].item() ** 2) if vp else 1.0)
     if noises is not None:
-        options["noise_sampler"] = keyed_noise(sigmas, noises)
+        options["noise"] = keyed_noise(sigmas, noises)
     ours = sampler(DiscreteDenoiser(model, alphas_cumprod, quantize=quantize), x_ours, sigmas, **options)
     return ours, x.double()
 
@@ -120,8 +133,16 @@ def test_ddim_eta_1_with_shared_noise():
     # noise_sampler. The fresh noise is not contracted, but enters at sigma_up <= sigma_next. Observed 1.2 units.
     noises = draws(20, seed=2)
     scheduler = diffusers.DDIMScheduler(**SD, clip_sample=False, set_alpha_to_one=True)
-    ours, theirs = run_pair(scheduler, samplers.sample_ddim, vp=True, quantize=True, steps=20, eta=1.0,
-                                     noises=noises, step_kwargs=lambda k: {"eta": 1.0, "variance_noise": noises[k]})
+    ours, theirs = run_pair(
+        scheduler,
+        samplers.sample_ddim,
+        vp=True,
+        quantize=True,
+        steps=20,
+        eta=1.0,
+        noises=noises,
+        step_kwargs=lambda k: {"eta": 1.0, "variance_noise": noises[k]},
+    )
     assert_parity(ours, theirs)
 
 
@@ -134,8 +155,15 @@ def test_ddpm_with_reproduced_generator_draws():
     noises = draws(steps, seed=3)
     generator = torch.Generator().manual_seed(3)
     scheduler = diffusers.DDPMScheduler(**DDPM_LINEAR, clip_sample=False, variance_type="fixed_small")
-    ours, theirs = run_pair(scheduler, samplers.sample_ddpm, vp=True, quantize=True, steps=steps,
-                                     noises=noises, step_kwargs=lambda k: {"generator": generator})
+    ours, theirs = run_pair(
+        scheduler,
+        samplers.sample_ddpm,
+        vp=True,
+        quantize=True,
+        steps=steps,
+        noises=noises,
+        step_kwargs=lambda k: {"generator": generator},
+    )
     assert_parity(ours, theirs)
 
 
@@ -158,8 +186,15 @@ def test_euler_ancestral_with_reproduced_generator_draws():
     noises = draws(steps, seed=4)
     generator = torch.Generator().manual_seed(4)
     scheduler = diffusers.EulerAncestralDiscreteScheduler(**SD, timestep_spacing="trailing")
-    ours, theirs = run_pair(scheduler, samplers.sample_euler_ancestral, vp=False, quantize=True, steps=steps,
-                                     noises=noises, step_kwargs=lambda k: {"generator": generator})
+    ours, theirs = run_pair(
+        scheduler,
+        samplers.sample_euler_ancestral,
+        vp=False,
+        quantize=True,
+        steps=steps,
+        noises=noises,
+        step_kwargs=lambda k: {"generator": generator},
+    )
     assert_parity(ours, theirs)
 
 
@@ -176,8 +211,9 @@ def test_lms():
     # these cubics up to float64 rounding), then adds four float32 products per step. Observed 3.3 units,
     # the largest here: four stored float32 derivatives, each rounded once more than x.
     scheduler = diffusers.LMSDiscreteScheduler(**SD, timestep_spacing="trailing")
-    ours, theirs = run_pair(scheduler, samplers.sample_lms, vp=False, quantize=True, steps=20,
-                                     step_kwargs=lambda k: {"order": 4})
+    ours, theirs = run_pair(
+        scheduler, samplers.sample_lms, vp=False, quantize=True, steps=20, step_kwargs=lambda k: {"order": 4}
+    )
     assert_parity(ours, theirs)
 
 
@@ -189,8 +225,9 @@ def test_dpmpp_2m(karras):
     # Karras sigmas are mapped back to timesteps that diffusers rounds, while the update keeps the
     # unrounded sigma: quantize=True reproduces exactly that. First order at the last step on both sides.
     # Observed 1.1 (plain) and 2.0 (Karras) units.
-    scheduler = diffusers.DPMSolverMultistepScheduler(**SD, algorithm_type="dpmsolver++", solver_order=2,
-                                                      use_karras_sigmas=karras)
+    scheduler = diffusers.DPMSolverMultistepScheduler(
+        **SD, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=karras
+    )
     ours, theirs = run_pair(scheduler, samplers.sample_dpmpp_2m, vp=True, quantize=True, steps=20)
     assert_parity(ours, theirs)
 
@@ -200,8 +237,15 @@ def test_dpmpp_2m_sde_with_shared_noise():
     # variance_noise, the k-th pre-drawn tensor, which our noise_sampler returns for step k. Observed 2.5 units.
     noises = draws(20, seed=5)
     scheduler = diffusers.DPMSolverMultistepScheduler(**SD, algorithm_type="sde-dpmsolver++", solver_order=2)
-    ours, theirs = run_pair(scheduler, samplers.sample_dpmpp_2m_sde, vp=True, quantize=True, steps=20,
-                                     noises=noises, step_kwargs=lambda k: {"variance_noise": noises[k]})
+    ours, theirs = run_pair(
+        scheduler,
+        samplers.sample_dpmpp_2m_sde,
+        vp=True,
+        quantize=True,
+        steps=20,
+        noises=noises,
+        step_kwargs=lambda k: {"variance_noise": noises[k]},
+    )
     assert_parity(ours, theirs)
 
 
@@ -209,10 +253,10 @@ def test_dpmpp_2m_sde_with_shared_noise():
 def test_unipc_bh2(order, spacing):
     # Predictor and corrector share one model call per step (NFE = steps on both sides). Coefficients
     # are float64 scalars on our side and float32 tensors in diffusers. Observed 0.8-1.1 units.
-    scheduler = diffusers.UniPCMultistepScheduler(**SD, solver_order=order, solver_type="bh2",
-                                                  timestep_spacing=spacing)
-    ours, theirs = run_pair(scheduler, samplers.sample_unipc, vp=True, quantize=True, steps=12,
-                                     order=order, variant="bh2")
+    scheduler = diffusers.UniPCMultistepScheduler(**SD, solver_order=order, solver_type="bh2", timestep_spacing=spacing)
+    ours, theirs = run_pair(
+        scheduler, samplers.sample_unipc, vp=True, quantize=True, steps=12, order=order, variant="bh2"
+    )
     assert_parity(ours, theirs)
 
 
@@ -222,12 +266,21 @@ def test_unipc_bh1_up_to_sigma_min():
     # then has one more step, to 0). lower_order_final=False on both sides keeps the orders aligned.
     # Observed 2.8 units.
     steps = 12
-    scheduler = diffusers.UniPCMultistepScheduler(**SD, solver_order=2, solver_type="bh1",
-                                                  final_sigmas_type="sigma_min", lower_order_final=False)
+    scheduler = diffusers.UniPCMultistepScheduler(
+        **SD, solver_order=2, solver_type="bh1", final_sigmas_type="sigma_min", lower_order_final=False
+    )
     seen = {}
-    ours, theirs = run_pair(scheduler, samplers.sample_unipc, vp=True, quantize=True, steps=steps,
-                                     order=2, variant="bh1", lower_order_final=False,
-                                     callback=lambda **kw: seen.setdefault(kw["i"], kw["x"]))
+    ours, theirs = run_pair(
+        scheduler,
+        samplers.sample_unipc,
+        vp=True,
+        quantize=True,
+        steps=steps,
+        order=2,
+        variant="bh1",
+        lower_order_final=False,
+        callback=lambda **kw: seen.setdefault(kw["i"], kw["x"]),
+    )
     assert bool(torch.isfinite(ours).all())
     # diffusers' VP sample at sigma_min is x_VE / sqrt(1 + sigma_min^2).
     sigma_min = scheduler.sigmas[-1].item()
@@ -249,9 +302,16 @@ def test_diffusers_third_order_sde_is_not_dpmpp_3m_sde():
     noises = draws(20, seed=6)
     scheduler = diffusers.DPMSolverMultistepScheduler(**SD, algorithm_type="sde-dpmsolver++", solver_order=3)
 
-    def k_sampler(denoiser, x, sigmas, *, noise_sampler):
-        return k_sampling.sample_dpmpp_3m_sde(denoiser, x, sigmas, noise_sampler=noise_sampler, disable=True)
+    def k_sampler(denoiser, x, sigmas, *, noise):
+        return k_sampling.sample_dpmpp_3m_sde(denoiser, x, sigmas, noise_sampler=noise, disable=True)
 
-    ours, theirs = run_pair(scheduler, k_sampler, vp=True, quantize=True, steps=20, noises=noises,
-                                     step_kwargs=lambda k: {"variance_noise": noises[k]})
+    ours, theirs = run_pair(
+        scheduler,
+        k_sampler,
+        vp=True,
+        quantize=True,
+        steps=20,
+        noises=noises,
+        step_kwargs=lambda k: {"variance_noise": noises[k]},
+    )
     assert error_units(ours, theirs) > 1e4  # observed ~1e6 units: 0.5 on outputs of size ~3

@@ -3,8 +3,10 @@
 Data are Gaussian mixtures, whose denoiser E[x0 | x] is exact (``denoisers.GaussianMixtureDenoiser``),
 and Gaussians, whose probability-flow ODE has a closed-form solution (``denoisers.gaussian_ode_solution``).
 """
+
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -14,9 +16,9 @@ from support import import_k_diffusion_sampling
 
 from diffusion_internals import samplers
 from diffusion_internals.denoisers import GaussianDenoiser, GaussianMixtureDenoiser, gaussian_ode_solution
-from diffusion_internals.utils import per_sample_generators, randn_like
 from diffusion_internals.samplers.lms import lms_coefficients
 from diffusion_internals.schedules import sigmas_karras
+from diffusion_internals.utils import per_sample_generators, randn_like
 
 K = import_k_diffusion_sampling()
 SIGMA_MAX = 80.0
@@ -112,7 +114,7 @@ def test_matches_k_diffusion(name, options, shape):
     sigmas = sigmas_karras(12, 0.02, SIGMA_MAX)
     # class_labels exercises extra_args: -1 is the whole mixture, k >= 0 one component.
     extra_args = {"class_labels": torch.arange(shape[0]) % 4 - 1}
-    noise = {"noise_sampler": sequential_noise(x, seed=7)} if name in STOCHASTIC else {}
+    noise = {"noise": sequential_noise(x, seed=7)} if name in STOCHASTIC else {}
     ours = ours_fn(denoiser, x, sigmas, extra_args=extra_args, **noise, **options)
     noise = {"noise_sampler": sequential_noise(x, seed=7)} if name in STOCHASTIC else {}
     theirs = getattr(K, k_name)(denoiser, x, sigmas, extra_args=extra_args, disable=True, **noise, **options)
@@ -122,7 +124,7 @@ def test_matches_k_diffusion(name, options, shape):
 @pytest.mark.parametrize("name", ["euler", "heun", "dpm2"])
 def test_churn_matches_k_diffusion_global_rng(name):
     # k-diffusion draws churn noise with torch.randn_like(x) from the global RNG, one draw per step.
-    # With generator=None and no noise_sampler we do the same on every step with gamma > 0; here
+    # With noise=None we do the same on every step with gamma > 0; here
     # churn covers every step (s_tmin = 0, s_tmax = inf), so the two draw the same numbers.
     ours_fn, k_name, _ = SAMPLERS[name]
     denoiser, x = mixture((2,)), initial_noise((16, 2))
@@ -153,7 +155,7 @@ def test_churn_window_matches_k_diffusion(name):
         used.append(steps[float(sigma)])
         return draws[steps[float(sigma)]]
 
-    ours = ours_fn(denoiser, x, sigmas, noise_sampler=noise_sampler, **options)
+    ours = ours_fn(denoiser, x, sigmas, noise=noise_sampler, **options)
     torch.manual_seed(5)
     theirs = getattr(K, k_name)(denoiser, x, sigmas, disable=True, **options)
     close_to_kdiffusion(ours, theirs)
@@ -181,8 +183,8 @@ def test_lms_coefficients_exact_equal_quadrature(order):
 def run_pair(first, second, first_options, second_options, *, stochastic=True):
     denoiser, x = mixture((2,)), initial_noise((16, 2))
     sigmas = sigmas_karras(15, 0.02, SIGMA_MAX)
-    a = first(denoiser, x, sigmas, noise_sampler=sequential_noise(x, 3) if stochastic else None, **first_options)
-    b = second(denoiser, x, sigmas, noise_sampler=sequential_noise(x, 3) if stochastic else None, **second_options)
+    a = first(denoiser, x, sigmas, noise=sequential_noise(x, 3) if stochastic else None, **first_options)
+    b = second(denoiser, x, sigmas, noise=sequential_noise(x, 3) if stochastic else None, **second_options)
     # Same float64 computation written two ways: agreement to rounding (~1e-14 on O(1) values).
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
@@ -249,8 +251,9 @@ def ode_error(name: str, options: dict, n: int) -> float:
     return (at_sigma_min["x"] - exact).abs().max().item()
 
 
-@pytest.mark.parametrize(("name", "options", "order", "steps"), CONVERGENCE_CASES,
-                         ids=[f"{c[0]}-{c[1]}" for c in CONVERGENCE_CASES])
+@pytest.mark.parametrize(
+    ("name", "options", "order", "steps"), CONVERGENCE_CASES, ids=[f"{c[0]}-{c[1]}" for c in CONVERGENCE_CASES]
+)
 def test_convergence_order(name, options, order, steps):
     errors = [ode_error(name, options, n) for n in steps]
     slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
@@ -278,14 +281,13 @@ DISTRIBUTION_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "options", "allowance"), DISTRIBUTION_CASES,
-                         ids=[c[0] for c in DISTRIBUTION_CASES])
+@pytest.mark.parametrize(("name", "options", "allowance"), DISTRIBUTION_CASES, ids=[c[0] for c in DISTRIBUTION_CASES])
 def test_samples_have_the_data_distribution(name, options, allowance):
     n, threshold = 16_000, -0.5
     g = torch.Generator().manual_seed(11)
     x0, _ = MODES.sample(n, generator=g)
     x = x0 + SIGMA_MAX * torch.randn(x0.shape, generator=g, dtype=torch.float64)  # (n, 1)
-    out = SAMPLERS[name][0](MODES, x, sigmas_karras(100, 0.002, SIGMA_MAX), generator=g, **options)[:, 0]
+    out = SAMPLERS[name][0](MODES, x, sigmas_karras(100, 0.002, SIGMA_MAX), noise=g, **options)[:, 0]
 
     w, m, s = MODES.weights, MODES.means[:, 0], MODES.stds
     mean = (w * m).sum().item()
@@ -296,8 +298,11 @@ def test_samples_have_the_data_distribution(name, options, allowance):
     sample_mean, sample_var = out.mean().item(), out.var().item()
     sample_frac = (out > threshold).double().mean().item()
     fourth = ((out - sample_mean) ** 4).mean().item()
-    se = {"mean": math.sqrt(var / n), "var": math.sqrt((fourth - sample_var**2) / n),
-          "frac": math.sqrt(frac * (1 - frac) / n)}
+    se = {
+        "mean": math.sqrt(var / n),
+        "var": math.sqrt((fourth - sample_var**2) / n),
+        "frac": math.sqrt(frac * (1 - frac) / n),
+    }
     for stat, got, want in (("mean", sample_mean, mean), ("var", sample_var, var), ("frac", sample_frac, frac)):
         tol = 5 * se[stat] + allowance[stat]
         assert abs(got - want) < tol, f"{name}: sample {stat} {got:.4f}, data {want:.4f}, tolerance {tol:.4f}"
@@ -305,8 +310,11 @@ def test_samples_have_the_data_distribution(name, options, allowance):
 
 # ----------------------------------------------------------------------------- 5. per-sample generators
 
-GENERATOR_CASES = [(name, {}) for name in STOCHASTIC] + [("ddim", {"eta": 0.5}), ("euler", {"s_churn": 5.0}),
-                                                       ("heun", {"s_churn": 5.0})]
+GENERATOR_CASES = [(name, {}) for name in STOCHASTIC] + [
+    ("ddim", {"eta": 0.5}),
+    ("euler", {"s_churn": 5.0}),
+    ("heun", {"s_churn": 5.0}),
+]
 
 
 @pytest.mark.parametrize(("name", "options"), GENERATOR_CASES, ids=[c[0] for c in GENERATOR_CASES])
@@ -316,7 +324,7 @@ def test_per_sample_generators_make_samples_batch_independent(name, options):
     def run(seeds):
         generators = per_sample_generators(seeds)
         x = SIGMA_MAX * randn_like(torch.empty(len(seeds), 2, dtype=torch.float64), generators)  # (B, 2)
-        return SAMPLERS[name][0](denoiser, x, sigmas, generator=generators, **options)
+        return SAMPLERS[name][0](denoiser, x, sigmas, noise=generators, **options)
 
     batch_of_8, batch_of_3 = run(range(8)), run([5, 6, 7])
     torch.testing.assert_close(batch_of_3, batch_of_8[5:], rtol=1e-12, atol=1e-12)
@@ -333,7 +341,7 @@ def test_callback_and_number_of_denoiser_calls(name):
     denoiser = CountingDenoiser(mixture((2,)))
     x = initial_noise((4, 2)).float()  # float32 x with float64 sigmas: the sample keeps x's dtype
     calls = []
-    out = fn(denoiser, x, sigmas, callback=lambda **kw: calls.append(kw), generator=torch.Generator().manual_seed(0))
+    out = fn(denoiser, x, sigmas, callback=lambda **kw: calls.append(kw), noise=torch.Generator().manual_seed(0))
     assert out.shape == x.shape and out.dtype == x.dtype
     assert denoiser.calls == nfe(n), f"{name}: {denoiser.calls} denoiser calls for {n} steps, expected {nfe(n)}"
     assert [c["i"] for c in calls] == list(range(n))
@@ -365,23 +373,57 @@ def test_bad_sigmas_raise(name, sigmas):
         SAMPLERS[name][0](mixture((2,)), initial_noise((2, 2)), sigmas)
 
 
-@pytest.mark.parametrize(("name", "options", "parameter"), [
-    ("ddim", {"eta": -0.1}, "eta"),
-    ("euler_ancestral", {"eta": -1.0}, "eta"),
-    ("dpmpp_2s_ancestral", {"eta": -1.0}, "eta"),
-    ("dpmpp_2m_sde", {"eta": -1.0}, "eta"),
-    ("dpmpp_3m_sde", {"eta": float("nan")}, "eta"),
-    ("euler_ancestral", {"s_noise": -1.0}, "s_noise"),
-    ("dpmpp_3m_sde", {"s_noise": -1.0}, "s_noise"),
-    ("euler", {"s_churn": -1.0}, "s_churn"),
-    ("heun", {"s_noise": -0.5}, "s_noise"),
-    ("dpm2", {"s_tmin": 2.0, "s_tmax": 1.0}, "s_tmax"),
-    ("lms", {"order": 5}, "order"),
-    ("lms", {"order": 0}, "order"),
-    ("lms", {"order": 2.5}, "order"),
-    ("dpmpp_2m_sde", {"solver_type": "euler"}, "solver_type"),
-    ("euler_ancestral", {"generator": torch.Generator(), "noise_sampler": lambda s, t: s}, "noise_sampler"),
-])
+@pytest.mark.parametrize(
+    ("name", "options", "parameter"),
+    [
+        ("ddim", {"eta": -0.1}, "eta"),
+        ("euler_ancestral", {"eta": -1.0}, "eta"),
+        ("dpmpp_2s_ancestral", {"eta": -1.0}, "eta"),
+        ("dpmpp_2m_sde", {"eta": -1.0}, "eta"),
+        ("dpmpp_3m_sde", {"eta": float("nan")}, "eta"),
+        ("euler_ancestral", {"s_noise": -1.0}, "s_noise"),
+        ("dpmpp_3m_sde", {"s_noise": -1.0}, "s_noise"),
+        ("euler", {"s_churn": -1.0}, "s_churn"),
+        ("heun", {"s_noise": -0.5}, "s_noise"),
+        ("dpm2", {"s_tmin": 2.0, "s_tmax": 1.0}, "s_tmax"),
+        ("lms", {"order": 5}, "order"),
+        ("lms", {"order": 0}, "order"),
+        ("lms", {"order": 2.5}, "order"),
+        ("dpmpp_2m_sde", {"solver_type": "euler"}, "solver_type"),
+        ("euler_ancestral", {"noise": [torch.Generator()]}, r"noise must be .* a list of one per sample \(B = 2\)"),
+        ("euler_ancestral", {"noise": 0}, "noise must be None"),
+    ],
+)
 def test_bad_options_raise(name, options, parameter):
     with pytest.raises(ValueError, match=parameter):
         SAMPLERS[name][0](mixture((2,)), initial_noise((2, 2)), sigmas_karras(4, 0.02, SIGMA_MAX), **options)
+
+
+def test_unknown_options_raise_and_list_the_known_ones():
+    with pytest.raises(TypeError, match=r"sample_euler got unknown options \['eta'\]; its options are \['s_churn'"):
+        samplers.sample_euler(mixture((2,)), initial_noise((2, 2)), sigmas_karras(4, 0.02, SIGMA_MAX), eta=0.5)
+
+
+# ----------------------------------------------------------------------------- 8. the shared signature
+
+SHARED = ["denoiser", "x", "sigmas", "extra_args", "callback", "noise", "progress"]
+# k-diffusion's own arguments, which ours name extra_args, callback, noise and progress.
+K_SHARED = {"model", "x", "sigmas", "extra_args", "callback", "disable", "noise_sampler"}
+
+
+@pytest.mark.parametrize("name", [name for name, (_, k_name, _) in SAMPLERS.items() if k_name is not None])
+def test_signature_is_the_shared_arguments_then_k_diffusions_options(name):
+    # help() and inspect.signature show the options of the algorithm, with k-diffusion's names and defaults.
+    fn, k_name, _ = SAMPLERS[name]
+    ours = inspect.signature(fn).parameters
+    theirs = {
+        key: p.default for key, p in inspect.signature(getattr(K, k_name)).parameters.items() if key not in K_SHARED
+    }
+    assert list(ours)[: len(SHARED)] == SHARED
+    assert {key: p.default for key, p in list(ours.items())[len(SHARED) :]} == theirs
+    assert all(p.kind is p.KEYWORD_ONLY for p in list(ours.values())[3:])
+
+
+def test_progress_bar_counts_the_steps(capsys):
+    samplers.sample_heun(mixture((2,)), initial_noise((2, 2)), sigmas_karras(5, 0.02, SIGMA_MAX), progress=True)
+    assert "5/5" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 diffusers' UniPCMultistepScheduler is the step-by-step oracle in test_diffusers_parity.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,24 +27,33 @@ def error(steps: int, **options) -> float:
 
 
 @pytest.mark.parametrize("variant", ["bh1", "bh2"])
-@pytest.mark.parametrize("order, corrector, expected", [
-    (1, False, 1),  # UniP-1 is DPM-Solver++(1)
-    (1, True, 2),  # UniC raises the order by one at no extra network call (Zhao et al. 2023, Sec. 3.1)
-    (2, False, 2),
-    (2, True, 3),
-])
+@pytest.mark.parametrize(
+    "order, corrector, expected",
+    [
+        (1, False, 1),  # UniP-1 is DPM-Solver++(1)
+        (1, True, 2),  # UniC raises the order by one at no extra network call (Zhao et al. 2023, Sec. 3.1)
+        (2, False, 2),
+        (2, True, 3),
+    ],
+)
 def test_convergence_order(variant, order, corrector, expected):
     # 40 -> 80 steps: at 20 -> 40 bh1's UniP-2 is still pre-asymptotic (observed 2.7, then 2.2, 2.1).
-    observed = math.log2(error(40, order=order, corrector=corrector, variant=variant)
-                         / error(80, order=order, corrector=corrector, variant=variant))
+    observed = math.log2(
+        error(40, order=order, corrector=corrector, variant=variant)
+        / error(80, order=order, corrector=corrector, variant=variant)
+    )
     assert expected - 0.4 < observed < expected + 0.6, observed
 
 
 def test_first_order_predictor_alone_is_ddim():
     # UniP-1 without corrector is x_next = (sigma_next / sigma) x + (1 - sigma_next / sigma) D: DDIM (eta = 0).
     sigmas = sigmas_karras(7, 0.1, 20.0)
-    torch.testing.assert_close(sample_unipc(DATA, X_T, sigmas, order=1, corrector=False),
-                               sample_ddim(DATA, X_T, sigmas), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        sample_unipc(DATA, X_T, sigmas, order=1, corrector=False),
+        sample_ddim(DATA, X_T, sigmas),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_one_network_call_per_step_and_a_callback_after_each():
@@ -63,13 +73,16 @@ def test_one_network_call_per_step_and_a_callback_after_each():
     torch.testing.assert_close(seen[-1]["x"], out, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"order": 0}, "order must be 1, 2 or 3, got 0"),
-    ({"order": 4}, "order must be 1, 2 or 3, got 4"),
-    ({"order": 2.0}, "order must be 1, 2 or 3, got 2.0"),
-    ({"order": True}, "order must be 1, 2 or 3, got True"),
-    ({"variant": "bh3"}, r"variant must be one of \['bh1', 'bh2'\], got 'bh3'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"order": 0}, r"order must be one of \[1, 2, 3\], got 0"),
+        ({"order": 4}, r"order must be one of \[1, 2, 3\], got 4"),
+        ({"order": 2.0}, r"order must be one of \[1, 2, 3\], got 2.0"),
+        ({"order": True}, r"order must be one of \[1, 2, 3\], got True"),
+        ({"variant": "bh3"}, r"variant must be one of \['bh1', 'bh2'\], got 'bh3'"),
+    ],
+)
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         sample_unipc(DATA, X_T, sigmas_karras(3, 0.1, 10.0), **kwargs)

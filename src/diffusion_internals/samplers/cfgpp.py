@@ -6,71 +6,63 @@ large scales. CFG++ keeps the guided x0_hat, D_u + lambda (D_c - D_u), and renoi
 pairs lambda = 0.6 with plain CFG at about w = 7.5). It changes the sampler's update, so it is a
 sampler, not a denoiser wrapper; the denoiser must be a `guidance.CFGDenoiser`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from diffusion_internals.utils import broadcast_like
-from diffusion_internals.utils import Generators
-from diffusion_internals.samplers.common import (
-    NoiseSampler,
-    ancestral_step,
-    check_eta,
-    check_sigmas,
-    noise_sampler_for,
-    noise_up,
-    step_range,
-)
+from diffusion_internals.samplers.common import Callback, NoiseSampler, ancestral_step, noise_up, sampler
 
 __all__ = ["sample_ddim_cfgpp", "sample_euler_cfgpp"]
 
 
+def guided_and_uncond(denoiser: Any) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """What CFG++ calls: a guidance.CFGDenoiser's (x, sigma, **cond) -> (guided x0_hat, unconditional x0_hat)."""
+    if not hasattr(denoiser, "guided_and_uncond"):
+        raise ValueError(
+            "denoiser must be a guidance.CFGDenoiser (CFG++ needs the unconditional prediction too), "
+            f"got {type(denoiser).__name__}"
+        )
+    return denoiser.guided_and_uncond
+
+
+@sampler(denoise=guided_and_uncond)
 def sample_ddim_cfgpp(
-    denoiser,
+    denoiser: Callable[..., tuple[torch.Tensor, torch.Tensor]],
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
-    extra_args: dict | None = None,
-    callback: Callable[..., None] | None = None,
-    generator: Generators = None,
-    noise_sampler: NoiseSampler | None = None,
-    progress: bool = False,
+    callback: Callback,
+    noise: NoiseSampler,
     eta: float = 0.0,
 ) -> torch.Tensor:
     """DDIM with CFG++: x_next = D_guided + sigma_down * eps_uncond + sigma_up * z (Chung et al. 2024, Algorithm 1)."""
-    if not hasattr(denoiser, "guided_and_uncond"):
-        raise ValueError("denoiser must be a guidance.CFGDenoiser (CFG++ needs the unconditional prediction too), "
-                         f"got {type(denoiser).__name__}")
-    sigmas = check_sigmas(sigmas)
-    eta = check_eta(eta)
-    extra_args = extra_args or {}
-    noise = noise_sampler_for(x, generator, noise_sampler) if eta > 0 else None  # eta = 0 draws nothing
-    s_in = x.new_ones(x.shape[0])  # (B,)
-    for i in step_range(len(sigmas) - 1, progress):
+    for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        guided, uncond = denoiser.guided_and_uncond(x, sigma * s_in, **extra_args)
-        eps_uncond = (x - uncond) / broadcast_like(sigma, x).to(x.dtype)  # renoise direction
+        guided, uncond = denoiser(x, sigma)
+        eps_uncond = (x - uncond) / sigma  # renoise direction
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         x = noise_up(guided + sigma_down * eps_uncond, sigma_up, noise, sigma, sigma_next)
-        if callback is not None:
-            callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=guided)
+        callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=guided)
     return x
 
 
+@sampler(denoise=guided_and_uncond)
 def sample_euler_cfgpp(
-    denoiser,
+    denoiser: Callable[..., tuple[torch.Tensor, torch.Tensor]],
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
-    extra_args: dict | None = None,
-    callback: Callable[..., None] | None = None,
-    generator: Generators = None,
-    noise_sampler: NoiseSampler | None = None,
-    progress: bool = False,
+    callback: Callback,
 ) -> torch.Tensor:
     """Euler with CFG++: x_next = D_guided + sigma_next * (x - D_uncond) / sigma (Chung et al. 2024, the ODE form)."""
-    # In the sigma view, DDIM with eta = 0 and Euler take the same step; the two names match the menus.
-    return sample_ddim_cfgpp(denoiser, x, sigmas, extra_args=extra_args, callback=callback, generator=generator,
-                             noise_sampler=noise_sampler, progress=progress, eta=0.0)
+    # In the sigma view this is DDIM's step with eta = 0; the two names match the menus.
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        guided, uncond = denoiser(x, sigma)
+        x = guided + sigma_next * (x - uncond) / sigma
+        callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=guided)
+    return x

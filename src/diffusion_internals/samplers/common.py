@@ -1,78 +1,175 @@
-"""What every sampler shares: the sigma-grid check, the step loop, the ancestral split, noise.
+"""What every sampler shares: the ``@sampler`` decorator, the step helpers (to_d, the ancestral split, churn), noise.
 
 Samplers work in the variance-exploding view of Karras et al. (2022): x = x0 + sigma * eps, and a
 denoiser D(x, sigma, **cond) returns an estimate of x0.
+
+A sampler is written as its algorithm alone and decorated with ``@sampler``::
+
+    @sampler
+    def sample_euler(denoiser, x, sigmas, *, callback, noise, s_churn=0.0, ...):
+        for i in range(len(sigmas) - 1):
+            ...
+            denoised = denoiser(x, sigma)
+            ...
+            callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
+        return x
+
+Inside, ``denoiser(x, sigma)`` is D with the conditioning bound, ``noise(sigma, sigma_next)`` draws standard
+normal noise shaped like x (asked for only by the stochastic samplers) and ``callback`` is always callable.
+``@sampler`` does the rest once for all samplers: the signature they share (extra_args, callback, noise,
+progress) followed by the algorithm's own options, the checks of sigmas and options, ``torch.no_grad``, the
+noise source and the progress bar.
 """
+
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from numbers import Real
+from typing import Any, Literal, get_args, get_origin
 
 import torch
 
-from diffusion_internals.utils import broadcast_like
 from diffusion_internals.denoisers import Denoiser
-from diffusion_internals.utils import Generators, randn_like
-from diffusion_internals.validation import check_sigmas
+from diffusion_internals.utils import Generators, broadcast_like, randn_like
+from diffusion_internals.validation import check_choice, check_nonnegative, check_sigmas
 
 __all__ = [
     "NoiseSampler",
+    "Noise",
     "Denoiser",
     "Callback",
-    "check_sigmas",
-    "noise_up",
-    "check_eta",
-    "check_nonnegative",
-    "check_churn",
-    "step_range",
-    "denoise",
+    "sampler",
+    "check_options",
+    "noise_sampler",
     "to_d",
     "ancestral_step",
+    "noise_up",
     "churn",
-    "noise_sampler_for",
 ]
 
 # noise_sampler(sigma, sigma_next) -> a standard normal tensor shaped like x (k-diffusion's convention).
 NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Where a sampler's fresh noise comes from: a generator, one per sample, a noise_sampler, or None (the global RNG).
+Noise = Generators | NoiseSampler
 # callback(x=x_next, i=i, sigma=sigma_i, sigma_next=sigma_{i+1}, denoised=x0_hat), after each step.
 Callback = Callable[..., object]
 
-
-def check_eta(eta: float) -> float:
-    """Check the stochasticity eta >= 0 (0 is deterministic)."""
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
-        raise ValueError(f"eta must be a number >= 0, got {eta!r}")
-    return float(eta)
+# Options with one meaning in every sampler that takes them, checked by name (s_tmax is checked against s_tmin).
+NONNEGATIVE_OPTIONS = ("eta", "s_noise", "s_churn", "s_tmin")
 
 
-def check_nonnegative(name: str, value: float) -> float:
-    """Check that a tuning number such as s_noise or s_churn is a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+def check_options(options: dict[str, Any], choices: Mapping[str, tuple]) -> dict[str, Any]:
+    """The options, checked by name (eta, s_noise, s_churn, s_tmin >= 0; s_tmax >= s_tmin) or against their choices."""
+    for name, value in options.items():
+        if name in choices:
+            check_choice(name, value, choices[name])
+        elif name in NONNEGATIVE_OPTIONS:
+            options[name] = check_nonnegative(name, value)
+    if "s_tmax" in options:
+        s_tmax, s_tmin = options["s_tmax"], options["s_tmin"]
+        if isinstance(s_tmax, bool) or not isinstance(s_tmax, Real) or not s_tmax >= s_tmin:
+            raise ValueError(f"s_tmax must be a number >= s_tmin = {s_tmin}, got {s_tmax!r}")
+    return options
 
 
-def check_churn(s_churn: float, s_tmin: float, s_tmax: float, s_noise: float) -> None:
-    """Check the churn options of Algorithm 2, Karras et al. 2022: s_churn, s_noise >= 0 and 0 <= s_tmin <= s_tmax."""
-    check_nonnegative("s_churn", s_churn)
-    check_nonnegative("s_noise", s_noise)
-    check_nonnegative("s_tmin", s_tmin)
-    if isinstance(s_tmax, bool) or not isinstance(s_tmax, (int, float)) or not s_tmax >= s_tmin:
-        raise ValueError(f"s_tmax must be a number >= s_tmin = {s_tmin}, got {s_tmax!r}")
+def noise_sampler(x: torch.Tensor, noise: Noise) -> NoiseSampler:
+    """noise as a noise_sampler(sigma, sigma_next): a callable as it is, else N(0, I) like x from the generator(s)."""
+    if callable(noise):
+        return noise
+    one_per_sample = (
+        isinstance(noise, Sequence) and len(noise) == x.shape[0] and all(isinstance(g, torch.Generator) for g in noise)
+    )
+    if not (noise is None or isinstance(noise, torch.Generator) or one_per_sample):
+        raise ValueError(
+            f"noise must be None (the global RNG), a torch.Generator, a list of one per sample "
+            f"(B = {x.shape[0]}) or a callable noise_sampler(sigma, sigma_next); got {noise!r}"
+        )
+    return lambda sigma, sigma_next: randn_like(x, noise)
 
 
-def step_range(n: int, progress: bool) -> Iterable[int]:
-    """range(n), with a tqdm progress bar when progress=True."""
+@contextlib.contextmanager
+def _after_each_step(callback: Callback | None, n_steps: int, progress: bool) -> Iterator[Callback]:
+    """The callback an algorithm calls after each step: the caller's, if any, and a tqdm bar when progress=True."""
+    bar = None
     if progress:
-        from tqdm.auto import trange
+        from tqdm.auto import tqdm
 
-        return trange(n)
-    return range(n)
+        bar = tqdm(total=n_steps)
+
+    def after_step(**state: Any) -> None:
+        if bar is not None:
+            bar.update()
+        if callback is not None:
+            callback(**state)
+
+    try:
+        yield after_step
+    finally:
+        if bar is not None:
+            bar.close()
 
 
-def denoise(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, extra_args: dict) -> torch.Tensor:
-    """x0_hat = D(x, sigma), with the scalar sigma repeated to shape (B,) (k-diffusion's ``sigma * s_in``)."""
-    return denoiser(x, x.new_full((x.shape[0],), float(sigma)), **extra_args)  # (B,), in the dtype of x
+def sampler(
+    algorithm: Callable[..., torch.Tensor] | None = None, *, denoise: Callable[[Any], Callable[..., Any]] | None = None
+) -> Any:
+    """Make a sampler of an algorithm: the shared signature, the checks, no_grad, D(x, sigma), noise, callback.
+
+    The algorithm's keyword-only arguments other than ``callback`` and ``noise`` are its options; an option
+    annotated ``Literal[...]`` must be one of those values. ``denoise`` picks what the sampler calls, given the
+    caller's denoiser (CFG++ calls ``guided_and_uncond``); by default the denoiser itself.
+    """
+    if algorithm is None:
+        return functools.partial(sampler, denoise=denoise)
+    own = inspect.signature(algorithm, eval_str=True).parameters
+    options = [p for p in own.values() if p.kind is p.KEYWORD_ONLY and p.name not in ("callback", "noise")]
+    defaults = {p.name: p.default for p in options}
+    choices = {p.name: get_args(p.annotation) for p in options if get_origin(p.annotation) is Literal}
+    takes_noise = "noise" in own
+
+    def run(
+        denoiser: Denoiser,
+        x: torch.Tensor,
+        sigmas: torch.Tensor,
+        *,
+        extra_args: dict | None = None,
+        callback: Callback | None = None,
+        noise: Noise = None,
+        progress: bool = False,
+        **given: Any,
+    ) -> torch.Tensor:
+        unknown = [name for name in given if name not in defaults]
+        if unknown:
+            raise TypeError(f"{algorithm.__name__} got unknown options {unknown}; its options are {list(defaults)}")
+        sigmas = check_sigmas(sigmas)
+        values = check_options({**defaults, **given}, choices)
+        fn = denoiser if denoise is None else denoise(denoiser)
+        if not callable(fn):
+            raise TypeError(f"denoiser must be callable as denoiser(x, sigma, **extra_args), got {type(fn).__name__}")
+        cond = {} if extra_args is None else extra_args
+        noise = noise_sampler(x, noise)
+
+        def bound(x: torch.Tensor, sigma: float | torch.Tensor) -> Any:
+            """D(x, sigma) with the conditioning bound, sigma repeated to (B,) (k-diffusion's sigma * s_in)."""
+            return fn(x, x.new_full((x.shape[0],), float(sigma)), **cond)  # sigma: (B,), in the dtype of x
+
+        with torch.no_grad(), _after_each_step(callback, len(sigmas) - 1, progress) as after_step:
+            return algorithm(
+                bound, x, sigmas, callback=after_step, **({"noise": noise} if takes_noise else {}), **values
+            )
+
+    # help() and inspect.signature show run's shared arguments, then the algorithm's options in place of **given.
+    shared = inspect.signature(run, eval_str=True)
+    functools.update_wrapper(run, algorithm)  # name, docstring, module; __wrapped__ is the algorithm
+    run.__signature__ = shared.replace(parameters=[*list(shared.parameters.values())[:-1], *options])
+    run.__annotations__ = {
+        **{p.name: p.annotation for p in run.__signature__.parameters.values()},
+        "return": shared.return_annotation,
+    }
+    return run
 
 
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
@@ -80,8 +177,10 @@ def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.
     return (x - denoised) / broadcast_like(sigma, x).to(x.dtype)
 
 
-def ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sigma_down, sigma_up) with sigma_down^2 + sigma_up^2 = sigma_next^2; eta = 1 is DDPM's posterior noise (Song et al. 2021, eq. 16)."""
+def ancestral_step(
+    sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sigma_down, sigma_up), sigma_down^2 + sigma_up^2 = sigma_next^2; eta = 1 is DDPM (Song et al. 2021, eq. 16)."""
     if eta == 0:
         return sigma_next, torch.zeros_like(sigma_next)
     # Two numbers: python floats (float64), where each 0-d tensor op would cost a torch dispatch.
@@ -117,19 +216,10 @@ def churn(
     s_tmax: float,
     s_noise: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x_hat, sigma_hat): raise the noise level to sigma_hat = (1 + gamma) sigma (Algorithm 2 lines 4-6, Karras et al. 2022)."""
+    """(x_hat, sigma_hat): raise the noise level to (1 + gamma) sigma (Algorithm 2 lines 4-6, Karras et al. 2022)."""
     gamma = min(s_churn / n_steps, 2**0.5 - 1) if s_churn > 0 and s_tmin <= sigma <= s_tmax else 0.0
     if gamma == 0:
         return x, sigma  # no draw: k-diffusion draws (and discards) one randn_like(x) every step
     sigma_hat = sigma * (1 + gamma)
     eps = s_noise * noise(sigma, sigma_next)  # eps ~ N(0, s_noise^2 I)
     return x + (sigma_hat**2 - sigma**2) ** 0.5 * eps, sigma_hat
-
-
-def noise_sampler_for(x: torch.Tensor, generator: Generators, noise_sampler: NoiseSampler | None) -> NoiseSampler:
-    """The noise source of a stochastic sampler: an explicit noise_sampler, else draws from generator."""
-    if noise_sampler is not None:
-        if generator is not None:
-            raise ValueError("pass either generator or noise_sampler, not both")
-        return noise_sampler
-    return lambda sigma, sigma_next: randn_like(x, generator)

@@ -26,105 +26,50 @@ sqrt(sigma'^2 - sigma_up^2) = sigma_down: DDPM is DDIM with eta = 1. The tests c
 Which sigma grid reproduces the discrete timesteps of a trained model is the caller's choice
 (``schedules.sigmas_from_timesteps``); these functions take any grid.
 """
-from __future__ import annotations
 
-from collections.abc import Callable
+from __future__ import annotations
 
 import torch
 
-from diffusion_internals.utils import Generators
-from diffusion_internals.samplers.common import (
-    Callback,
-    Denoiser,
-    NoiseSampler,
-    ancestral_step,
-    check_eta,
-    check_sigmas,
-    denoise,
-    noise_sampler_for,
-    noise_up,
-    step_range,
-)
+from diffusion_internals.samplers.common import Callback, Denoiser, NoiseSampler, ancestral_step, noise_up, sampler
 
 __all__ = ["sample_ddim", "sample_ddpm"]
 
-# step(x, x0_hat, sigma, sigma_next, noise) -> x_next
-StepRule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, NoiseSampler], torch.Tensor]
 
-
-def _denoise_then_step(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    sigmas: torch.Tensor,
-    step: StepRule,
-    *,
-    extra_args: dict | None,
-    callback: Callback | None,
-    noise: NoiseSampler,
-    progress: bool,
-) -> torch.Tensor:
-    """The loop DDPM and DDIM share: x0_hat = D(x, sigma_i), then x = step(x, x0_hat, sigma_i, sigma_{i+1})."""
-    extra_args = {} if extra_args is None else extra_args
-    for i in step_range(len(sigmas) - 1, progress):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(denoiser, x, sigma, extra_args)
-        x = step(x, denoised, sigma, sigma_next, noise)
-        if callback is not None:
-            callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
-    return x
-
-
-@torch.no_grad()
+@sampler
 def sample_ddim(
     denoiser: Denoiser,
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
-    extra_args: dict | None = None,
-    callback: Callback | None = None,
-    generator: Generators = None,
-    noise_sampler: NoiseSampler | None = None,
-    progress: bool = False,
+    callback: Callback,
+    noise: NoiseSampler,
     eta: float = 0.0,
 ) -> torch.Tensor:
     """DDIM, x' = x0_hat + sigma_down eps_hat + sigma_up z (Song et al. 2021, eqs. 12 and 16, in the sigma view)."""
-    sigmas = check_sigmas(sigmas)
-    eta = check_eta(eta)
-
-    def step(x: torch.Tensor, x0_hat: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
-             noise: NoiseSampler) -> torch.Tensor:
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x0_hat = denoiser(x, sigma)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         eps_hat = (x - x0_hat) / sigma
-        return noise_up(x0_hat + sigma_down * eps_hat, sigma_up, noise, sigma, sigma_next)
-
-    noise = noise_sampler_for(x, generator, noise_sampler)
-    return _denoise_then_step(denoiser, x, sigmas, step, extra_args=extra_args, callback=callback, noise=noise,
-                              progress=progress)
+        x = noise_up(x0_hat + sigma_down * eps_hat, sigma_up, noise, sigma, sigma_next)
+        callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=x0_hat)
+    return x
 
 
-@torch.no_grad()
+@sampler
 def sample_ddpm(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    sigmas: torch.Tensor,
-    *,
-    extra_args: dict | None = None,
-    callback: Callback | None = None,
-    generator: Generators = None,
-    noise_sampler: NoiseSampler | None = None,
-    progress: bool = False,
+    denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback, noise: NoiseSampler
 ) -> torch.Tensor:
     """DDPM: sample the posterior q(x' | x, x0_hat) with variance beta-tilde (Ho et al. 2020, Algorithm 2, eqs. 6-7)."""
-    sigmas = check_sigmas(sigmas)
-
-    def step(x: torch.Tensor, x0_hat: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
-             noise: NoiseSampler) -> torch.Tensor:
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x0_hat = denoiser(x, sigma)
         mean = (sigma_next**2 * x + (sigma**2 - sigma_next**2) * x0_hat) / sigma**2
         if sigma_next == 0:
-            return mean  # the posterior at sigma' = 0 is a point mass at x0_hat
-        std = sigma_next * (sigma**2 - sigma_next**2) ** 0.5 / sigma
-        return mean + std * noise(sigma, sigma_next)
-
-    noise = noise_sampler_for(x, generator, noise_sampler)
-    return _denoise_then_step(denoiser, x, sigmas, step, extra_args=extra_args, callback=callback, noise=noise,
-                              progress=progress)
+            x = mean  # the posterior at sigma' = 0 is a point mass at x0_hat
+        else:
+            std = sigma_next * (sigma**2 - sigma_next**2) ** 0.5 / sigma
+            x = mean + std * noise(sigma, sigma_next)
+        callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=x0_hat)
+    return x

@@ -12,32 +12,19 @@ one extra evaluation at the midpoint (2S) or finite differences of earlier evalu
 The SDE variants (eta > 0) use e^{-(1 + eta) h} in place of e^{-h} and add noise of standard
 deviation sigma_next sqrt(1 - e^{-2 eta h}); eta = 0 is the ODE solver.
 
-SDE noise comes from ``noise_sampler``/``generator``: i.i.d. normals by default, where k-diffusion
-defaults to a Brownian-tree noise sampler (pass one as ``noise_sampler`` to match it).
+SDE noise comes from ``noise``: i.i.d. normals from a generator by default, where k-diffusion defaults to
+a Brownian-tree noise sampler (pass one as ``noise`` to match it).
 """
+
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 
-from diffusion_internals.utils import Generators
-from diffusion_internals.samplers.common import (
-    Callback,
-    Denoiser,
-    NoiseSampler,
-    ancestral_step,
-    check_eta,
-    check_nonnegative,
-    check_sigmas,
-    denoise,
-    noise_sampler_for,
-    noise_up,
-    step_range,
-)
+from diffusion_internals.samplers.common import Callback, Denoiser, NoiseSampler, ancestral_step, noise_up, sampler
 
-__all__ = ["sample_dpmpp_2m", "sample_dpmpp_2s_ancestral", "sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde",
-           "SOLVER_TYPES"]
-
-SOLVER_TYPES = ("midpoint", "heun")
+__all__ = ["sample_dpmpp_2m", "sample_dpmpp_2s_ancestral", "sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde"]
 
 
 def _exponential_step(x: torch.Tensor, x0_hat: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -55,25 +42,13 @@ def _sde_noise_std(sigma_next: torch.Tensor, h: torch.Tensor, eta: float) -> tor
     return sigma_next * (-torch.expm1(-2 * eta * h)) ** 0.5
 
 
-@torch.no_grad()
-def sample_dpmpp_2m(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    sigmas: torch.Tensor,
-    *,
-    extra_args: dict | None = None,
-    callback: Callback | None = None,
-    generator: Generators = None,
-    noise_sampler: NoiseSampler | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
+@sampler
+def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback) -> torch.Tensor:
     """DPM-Solver++(2M), second-order multistep in lambda = -log sigma (Algorithm 2, Lu et al. 2022b)."""
-    sigmas = check_sigmas(sigmas)
-    extra_args = {} if extra_args is None else extra_args
     old_denoised, h_last = None, None
-    for i in step_range(len(sigmas) - 1, progress):
+    for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(denoiser, x, sigma, extra_args)
+        denoised = denoiser(x, sigma)
         if sigma_next == 0:
             x = denoised  # e^{-h} = sigma_next / sigma = 0: the last step lands on x0_hat
         else:
@@ -85,34 +60,25 @@ def sample_dpmpp_2m(
                 x = _exponential_step(x, denoised + (denoised - old_denoised) / (2 * r), h)
             h_last = h
         old_denoised = denoised
-        if callback is not None:
-            callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
+        callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
     return x
 
 
-@torch.no_grad()
+@sampler
 def sample_dpmpp_2s_ancestral(
     denoiser: Denoiser,
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
-    extra_args: dict | None = None,
-    callback: Callback | None = None,
-    generator: Generators = None,
-    noise_sampler: NoiseSampler | None = None,
-    progress: bool = False,
+    callback: Callback,
+    noise: NoiseSampler,
     eta: float = 1.0,
     s_noise: float = 1.0,
 ) -> torch.Tensor:
     """DPM-Solver++(2S) to sigma_down, then noise up to sigma_next (Algorithm 1, Lu et al. 2022b; k-diffusion)."""
-    sigmas = check_sigmas(sigmas)
-    eta = check_eta(eta)
-    check_nonnegative("s_noise", s_noise)
-    extra_args = {} if extra_args is None else extra_args
-    noise = noise_sampler_for(x, generator, noise_sampler)
-    for i in step_range(len(sigmas) - 1, progress):
+    for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(denoiser, x, sigma, extra_args)
+        denoised = denoiser(x, sigma)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         if sigma_down == 0:
             x = denoised  # no midpoint in log sigma before 0: a first-order step to x0_hat
@@ -120,40 +86,29 @@ def sample_dpmpp_2s_ancestral(
             h = torch.log(sigma / sigma_down)
             sigma_mid = (sigma * sigma_down) ** 0.5  # lambda + h / 2
             x_mid = _exponential_step(x, denoised, h / 2)
-            x = _exponential_step(x, denoise(denoiser, x_mid, sigma_mid, extra_args), h)
+            x = _exponential_step(x, denoiser(x_mid, sigma_mid), h)
         x = noise_up(x, sigma_up, noise, sigma, sigma_next, s_noise)
-        if callback is not None:
-            callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
+        callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
     return x
 
 
-@torch.no_grad()
+@sampler
 def sample_dpmpp_2m_sde(
     denoiser: Denoiser,
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
-    extra_args: dict | None = None,
-    callback: Callback | None = None,
-    generator: Generators = None,
-    noise_sampler: NoiseSampler | None = None,
-    progress: bool = False,
+    callback: Callback,
+    noise: NoiseSampler,
     eta: float = 1.0,
     s_noise: float = 1.0,
-    solver_type: str = "midpoint",
+    solver_type: Literal["midpoint", "heun"] = "midpoint",
 ) -> torch.Tensor:
     """SDE-DPM-Solver++(2M); eta = 0 with the midpoint rule is DPM-Solver++(2M) (Lu et al. 2022b; k-diffusion)."""
-    sigmas = check_sigmas(sigmas)
-    eta = check_eta(eta)
-    check_nonnegative("s_noise", s_noise)
-    if solver_type not in SOLVER_TYPES:
-        raise ValueError(f"solver_type must be one of {SOLVER_TYPES}, got {solver_type!r}")
-    extra_args = {} if extra_args is None else extra_args
-    noise = noise_sampler_for(x, generator, noise_sampler)
     old_denoised, h_last = None, None
-    for i in step_range(len(sigmas) - 1, progress):
+    for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(denoiser, x, sigma, extra_args)
+        denoised = denoiser(x, sigma)
         if sigma_next == 0:
             x = denoised
         else:
@@ -168,36 +123,27 @@ def sample_dpmpp_2m_sde(
                 x = x + _sde_noise_std(sigma_next, h, eta) * s_noise * noise(sigma, sigma_next)
             h_last = h
         old_denoised = denoised
-        if callback is not None:
-            callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
+        callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
     return x
 
 
-@torch.no_grad()
+@sampler
 def sample_dpmpp_3m_sde(
     denoiser: Denoiser,
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
-    extra_args: dict | None = None,
-    callback: Callback | None = None,
-    generator: Generators = None,
-    noise_sampler: NoiseSampler | None = None,
-    progress: bool = False,
+    callback: Callback,
+    noise: NoiseSampler,
     eta: float = 1.0,
     s_noise: float = 1.0,
 ) -> torch.Tensor:
     """DPM-Solver++(3M) SDE: third-order multistep with two finite differences (k-diffusion, after Lu et al. 2022b)."""
-    sigmas = check_sigmas(sigmas)
-    eta = check_eta(eta)
-    check_nonnegative("s_noise", s_noise)
-    extra_args = {} if extra_args is None else extra_args
-    noise = noise_sampler_for(x, generator, noise_sampler)
     denoised_1, denoised_2 = None, None  # D at the previous two steps
     h_1, h_2 = None, None  # the lengths of the previous two steps
-    for i in step_range(len(sigmas) - 1, progress):
+    for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(denoiser, x, sigma, extra_args)
+        denoised = denoiser(x, sigma)
         if sigma_next == 0:
             x = denoised
         else:
@@ -209,7 +155,7 @@ def sample_dpmpp_3m_sde(
                 # d1 ~ h dD/dlambda and d2 ~ (h^2 / 2) d^2D/dlambda^2, both at lambda_i.
                 # Note: the exact integral of the quadratic term is -2 phi_3 d2. k-diffusion (like
                 # diffusers and DPM-Solver's third-order multistep code) uses -phi_3 d2, which we keep
-                # for parity; it makes this sampler second order, not third (tests/test_samplers.py).
+                # for parity; it makes this sampler second order, not third (tests/package/test_samplers.py).
                 r0, r1 = h_1 / h, h_2 / h
                 d1_0 = (denoised - denoised_1) / r0
                 d1_1 = (denoised_1 - denoised_2) / r1
@@ -224,6 +170,5 @@ def sample_dpmpp_3m_sde(
                 x = x + _sde_noise_std(sigma_next, h, eta) * s_noise * noise(sigma, sigma_next)
             h_1, h_2 = h, h_1
         denoised_1, denoised_2 = denoised, denoised_1
-        if callback is not None:
-            callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
+        callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
     return x

@@ -4,173 +4,139 @@ The ODE is dx/dsigma = (x - D(x, sigma)) / sigma (``to_d``). "Churn" (Algorithm 
 noise level of x from sigma to sigma_hat = (1 + gamma) sigma with fresh noise, then takes the ODE
 step from sigma_hat to sigma_next; s_churn = 0 (the default) is the deterministic Algorithm 1.
 
-Churn noise comes from ``noise_sampler(sigma, sigma_next)`` or ``generator``; with neither it is
-``torch.randn_like(x)`` from the global RNG, drawn only on steps with gamma > 0 (k-diffusion draws,
+Churn noise comes from ``noise`` (a generator, one per sample, or a noise_sampler(sigma, sigma_next)); by
+default it is ``torch.randn_like(x)`` from the global RNG, drawn only on steps with gamma > 0 (k-diffusion draws,
 and discards, one ``randn_like(x)`` on every step, so the two agree when churn covers every step).
 """
+
 from __future__ import annotations
+
+import math
 
 import torch
 
-from diffusion_internals.utils import Generators
 from diffusion_internals.samplers.common import (
     Callback,
     Denoiser,
     NoiseSampler,
     ancestral_step,
-    check_churn,
-    check_eta,
-    check_nonnegative,
-    check_sigmas,
     churn,
-    denoise,
-    noise_sampler_for,
     noise_up,
-    step_range,
+    sampler,
     to_d,
 )
 
 __all__ = ["sample_euler", "sample_euler_ancestral", "sample_heun", "sample_dpm2"]
 
 
-@torch.no_grad()
+@sampler
 def sample_euler(
     denoiser: Denoiser,
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
-    extra_args: dict | None = None,
-    callback: Callback | None = None,
-    generator: Generators = None,
-    noise_sampler: NoiseSampler | None = None,
-    progress: bool = False,
+    callback: Callback,
+    noise: NoiseSampler,
     s_churn: float = 0.0,
     s_tmin: float = 0.0,
-    s_tmax: float = float("inf"),
+    s_tmax: float = math.inf,
     s_noise: float = 1.0,
 ) -> torch.Tensor:
     """Euler steps on the probability-flow ODE, optional churn (Algorithm 2, Euler steps, Karras et al. 2022)."""
-    sigmas = check_sigmas(sigmas)
-    check_churn(s_churn, s_tmin, s_tmax, s_noise)
-    extra_args = {} if extra_args is None else extra_args
-    noise = noise_sampler_for(x, generator, noise_sampler)
     n_steps = len(sigmas) - 1
-    for i in step_range(n_steps, progress):
+    for i in range(n_steps):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        x, sigma_hat = churn(x, sigma, sigma_next, noise, n_steps=n_steps,
-                             s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
-        denoised = denoise(denoiser, x, sigma_hat, extra_args)
+        x, sigma_hat = churn(
+            x, sigma, sigma_next, noise, n_steps=n_steps, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise
+        )
+        denoised = denoiser(x, sigma_hat)
         x = x + (sigma_next - sigma_hat) * to_d(x, sigma_hat, denoised)
-        if callback is not None:
-            callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
+        callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
     return x
 
 
-@torch.no_grad()
+@sampler
 def sample_euler_ancestral(
     denoiser: Denoiser,
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
-    extra_args: dict | None = None,
-    callback: Callback | None = None,
-    generator: Generators = None,
-    noise_sampler: NoiseSampler | None = None,
-    progress: bool = False,
+    callback: Callback,
+    noise: NoiseSampler,
     eta: float = 1.0,
     s_noise: float = 1.0,
 ) -> torch.Tensor:
     """Euler down to sigma_down, then noise up to sigma_next (k-diffusion; DDIM(eta) of Song et al. 2021, eq. 12)."""
-    sigmas = check_sigmas(sigmas)
-    eta = check_eta(eta)
-    check_nonnegative("s_noise", s_noise)
-    extra_args = {} if extra_args is None else extra_args
-    noise = noise_sampler_for(x, generator, noise_sampler)
-    for i in step_range(len(sigmas) - 1, progress):
+    for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(denoiser, x, sigma, extra_args)
+        denoised = denoiser(x, sigma)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         x = x + (sigma_down - sigma) * to_d(x, sigma, denoised)
         x = noise_up(x, sigma_up, noise, sigma, sigma_next, s_noise)
-        if callback is not None:
-            callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
+        callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
     return x
 
 
-@torch.no_grad()
+@sampler
 def sample_heun(
     denoiser: Denoiser,
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
-    extra_args: dict | None = None,
-    callback: Callback | None = None,
-    generator: Generators = None,
-    noise_sampler: NoiseSampler | None = None,
-    progress: bool = False,
+    callback: Callback,
+    noise: NoiseSampler,
     s_churn: float = 0.0,
     s_tmin: float = 0.0,
-    s_tmax: float = float("inf"),
+    s_tmax: float = math.inf,
     s_noise: float = 1.0,
 ) -> torch.Tensor:
     """Heun's second-order steps, Euler on the last step to sigma = 0 (Algorithms 1 and 2, Karras et al. 2022)."""
-    sigmas = check_sigmas(sigmas)
-    check_churn(s_churn, s_tmin, s_tmax, s_noise)
-    extra_args = {} if extra_args is None else extra_args
-    noise = noise_sampler_for(x, generator, noise_sampler)
     n_steps = len(sigmas) - 1
-    for i in step_range(n_steps, progress):
+    for i in range(n_steps):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        x, sigma_hat = churn(x, sigma, sigma_next, noise, n_steps=n_steps,
-                             s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
-        denoised = denoise(denoiser, x, sigma_hat, extra_args)
+        x, sigma_hat = churn(
+            x, sigma, sigma_next, noise, n_steps=n_steps, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise
+        )
+        denoised = denoiser(x, sigma_hat)
         d = to_d(x, sigma_hat, denoised)
         x_euler = x + (sigma_next - sigma_hat) * d  # Algorithm 2, line 8
         if sigma_next == 0:
             x = x_euler  # d at sigma = 0 is undefined: the last step stays first order
         else:
-            d_next = to_d(x_euler, sigma_next, denoise(denoiser, x_euler, sigma_next, extra_args))
+            d_next = to_d(x_euler, sigma_next, denoiser(x_euler, sigma_next))
             x = x + (sigma_next - sigma_hat) * (d + d_next) / 2  # the trapezoidal rule, lines 9-11
-        if callback is not None:
-            callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
+        callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
     return x
 
 
-@torch.no_grad()
+@sampler
 def sample_dpm2(
     denoiser: Denoiser,
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
-    extra_args: dict | None = None,
-    callback: Callback | None = None,
-    generator: Generators = None,
-    noise_sampler: NoiseSampler | None = None,
-    progress: bool = False,
+    callback: Callback,
+    noise: NoiseSampler,
     s_churn: float = 0.0,
     s_tmin: float = 0.0,
-    s_tmax: float = float("inf"),
+    s_tmax: float = math.inf,
     s_noise: float = 1.0,
 ) -> torch.Tensor:
     """Midpoint steps, the midpoint taken in log sigma (k-diffusion's DPM-2, after Algorithm 1 of Lu et al. 2022a)."""
-    sigmas = check_sigmas(sigmas)
-    check_churn(s_churn, s_tmin, s_tmax, s_noise)
-    extra_args = {} if extra_args is None else extra_args
-    noise = noise_sampler_for(x, generator, noise_sampler)
     n_steps = len(sigmas) - 1
-    for i in step_range(n_steps, progress):
+    for i in range(n_steps):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        x, sigma_hat = churn(x, sigma, sigma_next, noise, n_steps=n_steps,
-                             s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
-        denoised = denoise(denoiser, x, sigma_hat, extra_args)
+        x, sigma_hat = churn(
+            x, sigma, sigma_next, noise, n_steps=n_steps, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise
+        )
+        denoised = denoiser(x, sigma_hat)
         d = to_d(x, sigma_hat, denoised)
         if sigma_next == 0:
             x = x + (sigma_next - sigma_hat) * d  # log(0) has no midpoint: the last step is Euler
         else:
             sigma_mid = (sigma_hat * sigma_next) ** 0.5  # halfway in log sigma
             x_mid = x + (sigma_mid - sigma_hat) * d
-            d_mid = to_d(x_mid, sigma_mid, denoise(denoiser, x_mid, sigma_mid, extra_args))
+            d_mid = to_d(x_mid, sigma_mid, denoiser(x_mid, sigma_mid))
             x = x + (sigma_next - sigma_hat) * d_mid
-        if callback is not None:
-            callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
+        callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
     return x

@@ -6,26 +6,17 @@ c_j = integral of the Lagrange basis polynomial l_j. k-diffusion integrates l_j 
 ``scipy.integrate.quad``; a polynomial can be integrated exactly, which is what we do (the tests check
 that the two agree).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
-from diffusion_internals.utils import Generators
-from diffusion_internals.samplers.common import (
-    Callback,
-    Denoiser,
-    NoiseSampler,
-    check_sigmas,
-    denoise,
-    step_range,
-    to_d,
-)
+from diffusion_internals.samplers.common import Callback, Denoiser, sampler, to_d
 
-__all__ = ["sample_lms", "lms_coefficients", "LMS_ORDERS"]
-
-LMS_ORDERS = (1, 2, 3, 4)
+__all__ = ["sample_lms", "lms_coefficients"]
 
 
 def lms_coefficients(sigmas: Sequence[float], i: int, order: int) -> list[float]:
@@ -46,32 +37,18 @@ def lms_coefficients(sigmas: Sequence[float], i: int, order: int) -> list[float]
     return coefficients
 
 
-@torch.no_grad()
+@sampler
 def sample_lms(
-    denoiser: Denoiser,
-    x: torch.Tensor,
-    sigmas: torch.Tensor,
-    *,
-    extra_args: dict | None = None,
-    callback: Callback | None = None,
-    generator: Generators = None,
-    noise_sampler: NoiseSampler | None = None,
-    progress: bool = False,
-    order: int = 4,
+    denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback, order: Literal[1, 2, 3, 4] = 4
 ) -> torch.Tensor:
     """Linear multistep in sigma: Adams-Bashforth on a non-uniform grid (Hairer et al. 1993, III.1; k-diffusion)."""
-    sigmas = check_sigmas(sigmas)
-    if isinstance(order, bool) or order not in LMS_ORDERS:
-        raise ValueError(f"order must be one of {LMS_ORDERS}, got {order!r}")
-    extra_args = {} if extra_args is None else extra_args
     sigma_values = sigmas.tolist()  # python floats, float64, for the coefficients
     ds: list[torch.Tensor] = []  # the last `order` slopes, newest first
-    for i in step_range(len(sigmas) - 1, progress):
+    for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoise(denoiser, x, sigma, extra_args)
+        denoised = denoiser(x, sigma)
         ds = [to_d(x, sigma, denoised)] + ds[: order - 1]
         for c, d in zip(lms_coefficients(sigma_values, i, len(ds)), ds):
             x = x.add(d, alpha=c)  # x + c_j d_{i-j}, one pass over x per slope
-        if callback is not None:
-            callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
+        callback(x=x, i=i, sigma=sigma, sigma_next=sigma_next, denoised=denoised)
     return x

@@ -21,18 +21,17 @@ the corrector UniC-p re-solves the step just taken with the new output D(x_next,
 the point r = 1, so it raises the order by one at no extra network call: NFE = len(sigmas) - 1.
 The new output is not re-evaluated at the corrected point (the authors' and diffusers' choice).
 """
+
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 
-from diffusion_internals.utils import Generators
-from diffusion_internals.samplers.common import Callback, Denoiser, NoiseSampler, check_sigmas, denoise, step_range
+from diffusion_internals.samplers.common import Callback, Denoiser, sampler
 
-__all__ = ["sample_unipc", "VARIANTS"]
-
-VARIANTS = ("bh1", "bh2")
+__all__ = ["sample_unipc"]
 
 
 def _b_function(z: float, variant: str) -> float:
@@ -60,9 +59,15 @@ def _weights(r: list[float], h: float, variant: str) -> tuple[list[float], float
     return torch.linalg.solve(R, torch.tensor(g, dtype=torch.float64)).tolist(), b_z
 
 
-def _uni_step(x: torch.Tensor, sigma: float, sigma_next: float, denoised: torch.Tensor,
-              earlier: list[tuple[float, torch.Tensor]], variant: str,
-              denoised_next: torch.Tensor | None = None) -> torch.Tensor:
+def _uni_step(
+    x: torch.Tensor,
+    sigma: float,
+    sigma_next: float,
+    denoised: torch.Tensor,
+    earlier: list[tuple[float, torch.Tensor]],
+    variant: str,
+    denoised_next: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One UniP-p step (denoised_next None, p = len(earlier) + 1) or UniC-p step (Zhao et al. 2023, Sec. 3)."""
     if sigma_next == 0:  # h = inf: only the first-order limit x_next = D is defined
         return denoised
@@ -80,44 +85,32 @@ def _uni_step(x: torch.Tensor, sigma: float, sigma_next: float, denoised: torch.
     return x_next
 
 
-@torch.no_grad()
+@sampler
 def sample_unipc(
     denoiser: Denoiser,
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
-    extra_args: dict | None = None,
-    callback: Callback | None = None,
-    generator: Generators = None,
-    noise_sampler: NoiseSampler | None = None,
-    progress: bool = False,
-    order: int = 2,
-    variant: str = "bh2",
+    callback: Callback,
+    order: Literal[1, 2, 3] = 2,
+    variant: Literal["bh1", "bh2"] = "bh2",
     corrector: bool = True,
     lower_order_final: bool = True,
 ) -> torch.Tensor:
     """UniPC-p with data prediction, multistep UniP-p plus UniC after every step (Zhao et al. 2023, Sec. 3)."""
-    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 3:
-        raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
-    del generator, noise_sampler  # UniPC is deterministic; accepted for the common signature
-    sigmas = check_sigmas(sigmas)
-    extra_args = {} if extra_args is None else extra_args
     grid = sigmas.tolist()  # python floats (float64) for the scalar coefficient arithmetic
     n = len(grid) - 1
     history: list[tuple[float, torch.Tensor]] = []  # (sigma_k, D_k), newest first: the multistep memory
     last_step = None  # (x, sigma, sigma_next, D, earlier) of the last UniP step, which UniC re-solves
 
-    for i in step_range(n, progress):
+    for i in range(n):
         sigma, sigma_next = grid[i], grid[i + 1]
-        denoised = denoise(denoiser, x, sigmas[i], extra_args)
+        denoised = denoiser(x, sigma)
         if corrector and last_step is not None:  # UniC-p: the same step, with D(x_i) as the point r = 1
             x = _uni_step(*last_step, variant, denoised_next=denoised)
         history = [(sigma, denoised)] + history[: order - 1]
         step_order = min(order, len(history), n - i if lower_order_final else order)  # warm-up, then final steps
         last_step = (x, sigma, sigma_next, denoised, history[1:step_order])
         x = _uni_step(*last_step, variant)  # UniP-p
-        if callback is not None:
-            callback(x=x, i=i, sigma=sigmas[i], sigma_next=sigmas[i + 1], denoised=denoised)
+        callback(x=x, i=i, sigma=sigmas[i], sigma_next=sigmas[i + 1], denoised=denoised)
     return x
