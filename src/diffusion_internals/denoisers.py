@@ -13,7 +13,8 @@ estimate of ``x0`` with the shape and dtype of ``x``.
 Schedule arithmetic is done in float64; results are cast back to the dtype of ``x``.
 :class:`DiscreteDenoiser` keeps float64 for its per-sample coefficients (``t``, ``c_in``, ``c_out``) and
 works on the ``(B, ...)`` tensors in the dtype of ``x``, as k-diffusion does: one pass for ``c_in x``, one
-for ``x0_hat``.
+for ``x0_hat``. Its network is fed the ``dtype`` it was built with, else the dtype of ``x``, whatever the
+wrapped callable is (a module, a function, a guided wrapper).
 """
 
 from __future__ import annotations
@@ -24,13 +25,19 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from diffusion_internals.utils import broadcast_like
-from diffusion_internals.utils import randn_like
+from diffusion_internals.parameterization import PREDICTION_TYPES, denoised_from_prediction
 from diffusion_internals.schedules import sigmas_from_alphas_cumprod
+from diffusion_internals.utils import randn_like
+from diffusion_internals.validation import check_choice, check_decreasing, check_int, check_level, check_tensor
 
-__all__ = ["Denoiser", "DiscreteDenoiser", "GaussianDenoiser", "GaussianMixtureDenoiser", "gaussian_ode_solution"]
-
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # diffusers' names for eps, v and x0 targets
+__all__ = [
+    "Denoiser",
+    "DiscreteDenoiser",
+    "unwrap_output",
+    "GaussianDenoiser",
+    "GaussianMixtureDenoiser",
+    "gaussian_ode_solution",
+]
 
 
 class Denoiser(Protocol):
@@ -44,36 +51,9 @@ class Denoiser(Protocol):
 # ----------------------------------------------------------------------------- shared checks
 
 
-def _sigma_like(sigma: float | torch.Tensor, x: torch.Tensor, *, name: str = "sigma") -> torch.Tensor:
-    """Check x and sigma; return sigma as float64 of shape (B or 1, 1, ..., 1), finite and >= 0."""
-    if isinstance(x, torch.Tensor) and not x.dtype.is_floating_point:
-        raise ValueError(f"x must be a floating-point tensor of shape (B, ...), got dtype {x.dtype}")
-    s = broadcast_like(sigma, x, name=name)
-    if not all(0 <= value < math.inf for value in s.reshape(-1).tolist()):  # B python floats; NaN fails too
-        raise ValueError(f"{name} must be finite and >= 0, got {s.flatten().tolist()} (a zero-terminal-SNR "
-                         f"schedule has sigma_max = inf, where x = x0 + sigma * eps is not defined)")
-    return s
-
-
 def _no_cond(owner: str, cond: dict[str, Any]) -> None:
     if cond:
         raise TypeError(f"{owner} takes no conditioning, got keyword arguments {sorted(cond)}")
-
-
-def _gaussian_params(mean: float | torch.Tensor, std: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return mean and std as float64 tensors after checking that std > 0 and both are finite."""
-    mean = torch.as_tensor(mean, dtype=torch.float64)
-    std = torch.as_tensor(std, dtype=torch.float64)
-    if not bool(torch.isfinite(mean).all()):
-        raise ValueError(f"mean must be finite, got {mean.flatten()[:8].tolist()}")
-    if not bool((torch.isfinite(std) & (std > 0)).all()):
-        raise ValueError(f"std must be finite and > 0 everywhere, got {std.flatten()[:8].tolist()}")
-    try:
-        torch.broadcast_shapes(mean.shape, std.shape)
-    except RuntimeError:
-        raise ValueError(f"std of shape {tuple(std.shape)} must broadcast with mean of shape "
-                         f"{tuple(mean.shape)}") from None
-    return mean, std
 
 
 def _check_event(x: torch.Tensor, event_shape: torch.Size) -> None:
@@ -83,23 +63,13 @@ def _check_event(x: torch.Tensor, event_shape: torch.Size) -> None:
     except RuntimeError:
         ok = False
     if not ok:
-        raise ValueError(f"x of shape {tuple(x.shape)} must be (B, *event_shape) with event_shape "
-                         f"{tuple(event_shape)} (or one it broadcasts to)")
+        raise ValueError(
+            f"x of shape {tuple(x.shape)} must be (B, *event_shape) with event_shape "
+            f"{tuple(event_shape)} (or one it broadcasts to)"
+        )
 
 
 # ----------------------------------------------------------------------------- discrete-time networks
-
-
-def _model_dtype_device(model: Any, x: torch.Tensor) -> tuple[torch.dtype, torch.device]:
-    """The dtype and device a model computes in: diffusers' .dtype/.device, else its first float tensor, else x's."""
-    dtype, device = getattr(model, "dtype", None), getattr(model, "device", None)
-    if isinstance(dtype, torch.dtype) and isinstance(device, torch.device):
-        return dtype, device
-    if isinstance(model, torch.nn.Module):
-        for tensor in (*model.parameters(), *model.buffers()):
-            if tensor.dtype.is_floating_point:
-                return tensor.dtype, tensor.device
-    return x.dtype, x.device
 
 
 def unwrap_output(output: Any) -> torch.Tensor:
@@ -110,34 +80,38 @@ def unwrap_output(output: Any) -> torch.Tensor:
         return output.sample
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
-    raise TypeError(f"model must return a tensor, a tuple of tensors or an object with a .sample tensor, "
-                    f"got {type(output).__name__}")
+    raise TypeError(
+        f"model must return a tensor, a tuple of tensors or an object with a .sample tensor, "
+        f"got {type(output).__name__}"
+    )
 
 
 class DiscreteDenoiser:
     """A discrete-time VP network as a denoiser, c_in = 1/sqrt(1 + sigma^2) (Karras et al. 2022, Table 1)."""
 
-    def __init__(self, model: Any, alphas_cumprod: torch.Tensor, *, prediction_type: str = "epsilon",
-                 quantize: bool = False) -> None:
-        """Wrap model(x_in, t, **cond) trained on alphas_cumprod (Ho et al. 2020, eq. 4; Salimans & Ho 2022, Sec. 4)."""
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type must be one of {list(PREDICTION_TYPES)}, got {prediction_type!r}")
+    def __init__(
+        self,
+        model: Any,
+        alphas_cumprod: torch.Tensor,
+        *,
+        prediction_type: str = "epsilon",
+        quantize: bool = False,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """Wrap model(x_in, t, **cond) trained on alphas_cumprod, fed dtype or x's (Ho 2020; Salimans & Ho 2022)."""
+        self.prediction_type = check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         if not isinstance(quantize, bool):
             raise ValueError(f"quantize must be True or False, got {quantize!r}")
-        if not isinstance(alphas_cumprod, torch.Tensor) or alphas_cumprod.ndim != 1 or alphas_cumprod.numel() < 2:
-            shape = tuple(alphas_cumprod.shape) if isinstance(alphas_cumprod, torch.Tensor) else type(alphas_cumprod)
-            raise ValueError(f"alphas_cumprod must be a 1-D tensor of at least 2 training steps, got {shape}")
-        a = alphas_cumprod.detach().to("cpu", torch.float64)
-        if not (bool((a[:-1] > 0).all()) and bool((a < 1).all()) and a[-1] >= 0):
-            raise ValueError(f"alphas_cumprod must lie in (0, 1), only its last entry may be 0 (zero terminal "
-                             f"SNR); got min {a.min().item()} and max {a.max().item()}")
-        if not bool((a[1:] < a[:-1]).all()):
-            i = int(torch.nonzero(a[1:] >= a[:-1])[0])
-            raise ValueError(f"alphas_cumprod must be strictly decreasing, got alphas_cumprod[{i}] = {a[i].item()} "
-                             f"<= alphas_cumprod[{i + 1}] = {a[i + 1].item()}")
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be None (the dtype of x) or a floating-point torch.dtype, got {dtype!r}")
+        # Strictly decreasing in [0, 1): only the last entry may be 0 (zero terminal SNR).
+        a = check_tensor("alphas_cumprod", alphas_cumprod, lambda a: (a >= 0) & (a < 1), "[0, 1)").detach().cpu()
+        if len(a) < 2:
+            raise ValueError(f"alphas_cumprod must have at least 2 training steps, got {len(a)}")
+        check_decreasing("alphas_cumprod", a)
         self.model = model
-        self.prediction_type = prediction_type
         self.quantize = quantize
+        self.dtype = dtype
         self.alphas_cumprod = a  # (T,) float64, on the CPU
         self.sigmas = sigmas_from_alphas_cumprod(a)  # (T,) ascending in t; sigmas[-1] = inf at zero terminal SNR
         self.log_sigmas = self.sigmas.log()
@@ -146,9 +120,7 @@ class DiscreteDenoiser:
 
     def sigma_to_t(self, sigma: float | torch.Tensor) -> torch.Tensor:
         """Timestep of sigma, linear in log sigma between neighbours, or the nearest if quantize (k-diffusion)."""
-        sigma = torch.as_tensor(sigma, dtype=torch.float64)
-        if not bool((sigma >= 0).all()):  # also catches NaN
-            raise ValueError(f"sigma must be >= 0, got {sigma.flatten()[:8].tolist()}")
+        sigma = check_tensor("sigma", torch.as_tensor(sigma), lambda s: s >= 0, "[0, inf]", one_dim=False)
         return torch.as_tensor(self._t_from_checked_sigma(sigma), device=sigma.device)
 
     def _t_from_checked_sigma(self, sigma: torch.Tensor) -> np.ndarray:
@@ -185,28 +157,24 @@ class DiscreteDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor, **cond: Any) -> torch.Tensor:
         """x0_hat from the network's eps, v or x0 at t = sigma_to_t(sigma) (Karras et al. 2022, eq. 7 and Table 1)."""
-        s = _sigma_like(sigma, x)  # float64, (B or 1, 1, ..., 1)
-        dtype, device = _model_dtype_device(self.model, x)
+        s = check_level("sigma", sigma, x, "[0, inf)")  # float64, (B or 1, 1, ..., 1)
+        dtype = x.dtype if self.dtype is None else self.dtype  # fed to the network, whatever callable it is
         # t is float (k-diffusion's continuous t) or int64 when quantized; diffusers UNets take either.
-        # float32 suffices for t <= 1000 in a timestep embedding; float64 models get float64 t.
+        # float32 suffices for t <= 1000 in a timestep embedding; float64 networks get float64 t.
         t_dtype = torch.long if self.quantize else (torch.float64 if dtype == torch.float64 else torch.float32)
-        t = torch.as_tensor(self._t_from_checked_sigma(s.reshape(-1).expand(x.shape[0])), dtype=t_dtype, device=device)
+        t = torch.as_tensor(
+            self._t_from_checked_sigma(s.reshape(-1).expand(x.shape[0])), dtype=t_dtype, device=x.device
+        )  # (B,)
         # The VP view of the same point: alpha_bar = 1 / (1 + sigma^2) and x_t = c_in x = sqrt(alpha_bar) x.
         c_in = (1 + s**2).rsqrt()  # float64, (B or 1, 1, ..., 1)
         x_t = x * c_in.to(x.dtype)  # (B, ...)
-        output = unwrap_output(self.model(x_t.to(device=device, dtype=dtype), t, **cond))
+        output = unwrap_output(self.model(x_t.to(dtype), t, **cond))
         if output.shape != x.shape:
-            raise ValueError(f"model output has shape {tuple(output.shape)}, expected the shape of x, "
-                             f"{tuple(x.shape)} (split a learned variance off the channels first)")
-        output = output.to(device=x.device, dtype=x.dtype)
-        # In VE terms (Karras et al. 2022, Table 1): eps gives x0 = x - sigma eps, v gives
-        # x0 = c_skip x - c_out v with c_skip = 1 / (sigma^2 + 1) = c_in^2 and c_out = sigma / sqrt(sigma^2 + 1).
-        if self.prediction_type == "epsilon":
-            return torch.addcmul(x, s.to(x.dtype), output, value=-1)  # x - sigma * eps, one pass
-        if self.prediction_type == "v_prediction":
-            c_skip, c_out = c_in**2, s * c_in
-            return torch.addcmul(x * c_skip.to(x.dtype), c_out.to(x.dtype), output, value=-1)  # c_skip x - c_out v
-        return output
+            raise ValueError(
+                f"model output has shape {tuple(output.shape)}, expected the shape of x, "
+                f"{tuple(x.shape)} (split a learned variance off the channels first)"
+            )
+        return denoised_from_prediction(self.prediction_type, x, s, output.to(x.dtype))
 
 
 # ----------------------------------------------------------------------------- exact denoisers for toy data
@@ -217,22 +185,36 @@ class GaussianDenoiser:
 
     def __init__(self, mean: float | torch.Tensor, std: float | torch.Tensor) -> None:
         """mean of the event shape (or a scalar); std > 0 broadcastable to it, a diagonal covariance."""
-        self.mean, self.std = _gaussian_params(mean, std)
-        self.event_shape = torch.broadcast_shapes(self.mean.shape, self.std.shape)
+        self.mean = check_tensor(
+            "mean", torch.as_tensor(mean, dtype=torch.float64), torch.isfinite, "(-inf, inf)", one_dim=False
+        )
+        self.std = check_tensor(
+            "std",
+            torch.as_tensor(std, dtype=torch.float64),
+            lambda v: torch.isfinite(v) & (v > 0),
+            "(0, inf)",
+            one_dim=False,
+        )
+        try:
+            self.event_shape = torch.broadcast_shapes(self.mean.shape, self.std.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"std of shape {tuple(self.std.shape)} must broadcast with mean of shape {tuple(self.mean.shape)}"
+            ) from None
 
     def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor, **cond: Any) -> torch.Tensor:
         """D(x, sigma) = mean + std^2 / (std^2 + sigma^2) (x - mean) (Tweedie; Karras et al. 2022, eq. 3)."""
         _no_cond("GaussianDenoiser", cond)
-        s = _sigma_like(sigma, x)  # (B or 1, 1, ..., 1)
+        s = check_level("sigma", sigma, x, "[0, inf)")  # float64, (B or 1, 1, ..., 1)
         _check_event(x, self.event_shape)
         mean, var = self.mean.to(x.device), self.std.to(x.device) ** 2
         return (mean + var / (var + s**2) * (x.to(torch.float64) - mean)).to(x.dtype)
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64
+    ) -> torch.Tensor:
         """n draws x0 = mean + std * z with z ~ N(0, I), of shape (n, *event_shape)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        check_int("n", n, minimum=1)
         z = randn_like(torch.empty((n, *self.event_shape), dtype=torch.float64), generator)  # (n, *event_shape)
         return (self.mean + self.std * z).to(dtype)
 
@@ -250,15 +232,19 @@ class GaussianMixtureDenoiser:
         weights = torch.as_tensor(weights, dtype=torch.float64)
         for name, value in (("stds", stds), ("weights", weights)):
             if value.shape != (num,):
-                raise ValueError(f"{name} must have shape (K,) = ({num},) to match means of shape "
-                                 f"{tuple(means.shape)}; got {tuple(value.shape)}")
+                raise ValueError(
+                    f"{name} must have shape (K,) = ({num},) to match means of shape "
+                    f"{tuple(means.shape)}; got {tuple(value.shape)}"
+                )
             if not bool((torch.isfinite(value) & (value > 0)).all()):
                 raise ValueError(f"{name} must be finite and > 0, got {value.tolist()}")
         if not bool(torch.isfinite(means).all()):
             raise ValueError("means must be finite")
         if abs(weights.sum().item() - 1) > 1e-6:
-            raise ValueError(f"weights must sum to 1 (within 1e-6), got sum {weights.sum().item()!r} "
-                             f"for {weights.tolist()}; normalise them yourself")
+            raise ValueError(
+                f"weights must sum to 1 (within 1e-6), got sum {weights.sum().item()!r} "
+                f"for {weights.tolist()}; normalise them yourself"
+            )
         self.means, self.stds, self.weights = means, stds, weights
         self.event_shape = means.shape[1:]
 
@@ -268,14 +254,17 @@ class GaussianMixtureDenoiser:
             raise ValueError(f"k must be an int in [0, {len(self.weights) - 1}], got {k!r}")
         return GaussianDenoiser(self.means[k], self.stds[k])
 
-    def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor, *,
-                 class_labels: torch.Tensor | None = None, **cond: Any) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, sigma: float | torch.Tensor, *, class_labels: torch.Tensor | None = None, **cond: Any
+    ) -> torch.Tensor:
         """sum_k r_k (m_k + s_k^2/(s_k^2+sigma^2)(x - m_k)), r by logsumexp; class k >= 0 sets r = e_k (Tweedie)."""
         _no_cond("GaussianMixtureDenoiser (apart from class_labels)", cond)
-        s = _sigma_like(sigma, x)  # (B or 1, 1, ..., 1)
+        s = check_level("sigma", sigma, x, "[0, inf)")  # float64, (B or 1, 1, ..., 1)
         if x.shape[1:] != self.event_shape:
-            raise ValueError(f"x must have shape (B, *event_shape) = (B, {', '.join(map(str, self.event_shape))}),"
-                             f" got {tuple(x.shape)}")
+            raise ValueError(
+                f"x must have shape (B, *event_shape) = (B, {', '.join(map(str, self.event_shape))}),"
+                f" got {tuple(x.shape)}"
+            )
         batch = x.shape[0]
         xf = x.to(torch.float64).reshape(batch, 1, -1)  # (B, ...) -> (B, 1, D)
         means = self.means.to(x.device).reshape(1, len(self.weights), -1)  # (K, ...) -> (1, K, D)
@@ -283,8 +272,9 @@ class GaussianMixtureDenoiser:
         diff = xf - means  # (B, K, D)
         dim = diff.shape[-1]
         # log w_k + log N(x; m_k, (s_k^2 + sigma^2) I): the noised mixture, one Gaussian per component.
-        logits = (self.weights.to(x.device).log() - 0.5 * diff.pow(2).sum(-1) / var
-                  - 0.5 * dim * torch.log(2 * math.pi * var))  # (B, K)
+        logits = (
+            self.weights.to(x.device).log() - 0.5 * diff.pow(2).sum(-1) / var - 0.5 * dim * torch.log(2 * math.pi * var)
+        )  # (B, K)
         if class_labels is not None:
             logits = logits.masked_fill(self._class_mask(class_labels, batch, x.device), -math.inf)
         r = torch.softmax(logits, dim=-1)  # responsibilities, exp(logits - logsumexp(logits)), (B, K)
@@ -295,34 +285,49 @@ class GaussianMixtureDenoiser:
         """True where a row's class rules component k out; label -1 keeps the whole mixture. Shape (B, K)."""
         num = len(self.weights)
         y = class_labels
-        if (not isinstance(y, torch.Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool
-                or y.shape != (batch,) or not bool(((y >= -1) & (y < num)).all())):
-            got = f"shape {tuple(y.shape)}, dtype {y.dtype}, values {y.tolist()[:8]}" if isinstance(
-                y, torch.Tensor) else type(y).__name__
-            raise ValueError(f"class_labels must be None or an integer tensor of shape (B,) = ({batch},) with "
-                             f"values in [-1, {num - 1}] (-1 = unconditional); got {got}")
+        if (
+            not isinstance(y, torch.Tensor)
+            or y.dtype.is_floating_point
+            or y.dtype == torch.bool
+            or y.shape != (batch,)
+            or not bool(((y >= -1) & (y < num)).all())
+        ):
+            got = (
+                f"shape {tuple(y.shape)}, dtype {y.dtype}, values {y.tolist()[:8]}"
+                if isinstance(y, torch.Tensor)
+                else type(y).__name__
+            )
+            raise ValueError(
+                f"class_labels must be None or an integer tensor of shape (B,) = ({batch},) with "
+                f"values in [-1, {num - 1}] (-1 = unconditional); got {got}"
+            )
         y = y.to(device).reshape(batch, 1)  # (B,) -> (B, 1)
         return (y >= 0) & (y != torch.arange(num, device=device))  # (B, K)
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """n draws: labels k ~ Categorical(w), then x0 = m_k + s_k z; returns (x0 (n, ...), labels (n,))."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        check_int("n", n, minimum=1)
         labels = torch.multinomial(self.weights, n, replacement=True, generator=generator)  # (n,)
         z = randn_like(torch.empty((n, *self.event_shape), dtype=torch.float64), generator)  # (n, *event_shape)
         std = self.stds[labels].reshape((n,) + (1,) * len(self.event_shape))  # (n,) -> (n, 1, ..., 1)
         return (self.means[labels] + std * z).to(dtype), labels
 
 
-def gaussian_ode_solution(x: torch.Tensor, sigma_from: float | torch.Tensor, sigma_to: float | torch.Tensor,
-                          mean: float | torch.Tensor, std: float | torch.Tensor) -> torch.Tensor:
+def gaussian_ode_solution(
+    x: torch.Tensor,
+    sigma_from: float | torch.Tensor,
+    sigma_to: float | torch.Tensor,
+    mean: float | torch.Tensor,
+    std: float | torch.Tensor,
+) -> torch.Tensor:
     """Exact probability-flow ODE map sigma_from -> sigma_to for N(mean, diag(std^2)) data (Karras 2022, eqs. 1, 3)."""
-    mean, std = _gaussian_params(mean, std)
-    s_from = _sigma_like(sigma_from, x, name="sigma_from")  # (B or 1, 1, ..., 1)
-    s_to = _sigma_like(sigma_to, x, name="sigma_to")
-    _check_event(x, torch.broadcast_shapes(mean.shape, std.shape))
-    mean, var = mean.to(x.device), std.to(x.device) ** 2
+    data = GaussianDenoiser(mean, std)  # checks mean and std
+    s_from = check_level("sigma_from", sigma_from, x, "[0, inf)")  # float64, (B or 1, 1, ..., 1)
+    s_to = check_level("sigma_to", sigma_to, x, "[0, inf)")
+    _check_event(x, data.event_shape)
+    mean, var = data.mean.to(x.device), data.std.to(x.device) ** 2
     # dx/dsigma = (x - D(x, sigma)) / sigma = sigma (x - mean) / (std^2 + sigma^2), so
     # d/dsigma log(x - mean) = d/dsigma log sqrt(std^2 + sigma^2): (x - mean) / sqrt(std^2 + sigma^2) is constant.
     scale = torch.sqrt((var + s_to**2) / (var + s_from**2))

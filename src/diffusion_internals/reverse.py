@@ -21,63 +21,73 @@ deterministic at eta = 0 and equal to the DDPM step at eta = 1. At the end of th
 :mod:`diffusion_internals.forward`. The samplers of :mod:`diffusion_internals.samplers` run the same
 updates on a sigma grid.
 """
-from __future__ import annotations
 
-from numbers import Integral
+from __future__ import annotations
 
 import torch
 
-from diffusion_internals.forward import _at, posterior
+from diffusion_internals.forward import posterior, schedule_at
 from diffusion_internals.parameterization import x0_from_eps
+from diffusion_internals.validation import check_int, check_like, check_real
 
 __all__ = ["ddpm_step", "ddim_step"]
 
 
-def _check_noise(noise: torch.Tensor | None, x_t: torch.Tensor, *, required: bool) -> None:
-    if noise is None and not required:
-        return
-    if not isinstance(noise, torch.Tensor) or noise.shape != x_t.shape:
-        shape = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
-        raise ValueError(f"noise must be a tensor of the same shape as x_t, {tuple(x_t.shape)}; got {shape}")
-
-
-def _alpha_bars(alphas_cumprod: torch.Tensor, t: int | torch.Tensor, t_prev: int | torch.Tensor | None,
-                x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(alpha_bar_t, alpha_bar_{t_prev}) as float64 (B or 1, 1, ..., 1); t_prev = -1 (the default at t = 0) is the clean data."""
-    a = _at("alphas_cumprod", alphas_cumprod, t, x_t)
-    if t_prev is None:
-        t_prev = t - 1
+def _alpha_bars(
+    alphas_cumprod: torch.Tensor,
+    t: int | torch.Tensor,
+    t_prev: int | torch.Tensor | None,
+    x_t: torch.Tensor,
+    *,
+    interval: str = "[0, 1]",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha_bar_t in interval, alpha_bar_{t_prev}) as float64 (B or 1, 1, ..., 1); t_prev = -1 is the clean data."""
+    a = schedule_at(alphas_cumprod, t, x_t, interval=interval)
+    t_prev = t - 1 if t_prev is None else t_prev
+    if not isinstance(t_prev, torch.Tensor):
+        check_int("t_prev", t_prev, minimum=-1)  # -1 = the clean data
+    if not bool((torch.as_tensor(t_prev) < torch.as_tensor(t)).all()):
+        raise ValueError(
+            f"t_prev must be earlier than t (t_prev < t), got t={torch.as_tensor(t).tolist()} and "
+            f"t_prev={torch.as_tensor(t_prev).tolist()}"
+        )
     padded = torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod])  # index 0 = "step -1", alpha_bar = 1
-    if isinstance(t_prev, Integral) and not isinstance(t_prev, bool) and not -1 <= t_prev:
-        raise ValueError(f"t_prev must be >= -1 (-1 = the clean data), got {t_prev}")
-    a_prev = _at("alphas_cumprod", padded, t_prev + 1, x_t)
-    t_now, t_before = torch.as_tensor(t), torch.as_tensor(t_prev)
-    if not bool((t_before < t_now).all()):
-        raise ValueError(f"t_prev must be earlier than t (t_prev < t), got t={t_now.tolist()} and t_prev={t_before.tolist()}")
-    return a, a_prev
+    return a, schedule_at(padded, t_prev + 1, x_t)
 
 
-def ddpm_step(x_t: torch.Tensor, t: int | torch.Tensor, eps_hat: torch.Tensor, alphas_cumprod: torch.Tensor,
-              noise: torch.Tensor, *, t_prev: int | torch.Tensor | None = None) -> torch.Tensor:
-    """x_{t_prev} = posterior mean at x0_hat + sqrt(beta~) noise; t_prev defaults to t - 1 (Ho et al. 2020, eqs. 6-7 and 11)."""
-    _check_noise(noise, x_t, required=True)
-    a, a_prev = _alpha_bars(alphas_cumprod, t, t_prev, x_t)
-    if bool((a == 1).any()):
-        raise ValueError("alphas_cumprod must be < 1 at t for the posterior (no noise added yet), got 1.0")
-    x0_hat = x0_from_eps(x_t, eps_hat, a.reshape(-1) if a.shape[0] > 1 else a.reshape(()))
+def ddpm_step(
+    x_t: torch.Tensor,
+    t: int | torch.Tensor,
+    eps_hat: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    noise: torch.Tensor,
+    *,
+    t_prev: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x_{t_prev} = posterior mean at x0_hat + sqrt(beta~) noise, t_prev = t - 1 by default (Ho et al. 2020, eq. 11)."""
+    check_like("noise", noise, x_t, x_name="x_t")
+    a, a_prev = _alpha_bars(alphas_cumprod, t, t_prev, x_t, interval="[0, 1)")  # a < 1: a posterior needs noise
+    x0_hat = x0_from_eps(x_t, eps_hat, a.squeeze())  # (B or 1, 1, ..., 1) -> (B,) or ()
     mean, variance = posterior(x0_hat, x_t, a, a_prev)
     return (mean + variance.sqrt() * noise).to(x_t.dtype)
 
 
-def ddim_step(x_t: torch.Tensor, t: int | torch.Tensor, eps_hat: torch.Tensor, alphas_cumprod: torch.Tensor, *,
-              t_prev: int | torch.Tensor | None = None, eta: float = 0.0,
-              noise: torch.Tensor | None = None) -> torch.Tensor:
-    """x_{t_prev} = sqrt(a') x0_hat + sqrt(1 - a' - s^2) eps_hat + s noise, s from eta (Song et al. 2021, eqs. 12 and 16)."""
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta:
-        raise ValueError(f"eta must be a number >= 0 (0 = DDIM, 1 = DDPM's variance), got {eta!r}")
-    _check_noise(noise, x_t, required=eta > 0)
+def ddim_step(
+    x_t: torch.Tensor,
+    t: int | torch.Tensor,
+    eps_hat: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    *,
+    t_prev: int | torch.Tensor | None = None,
+    eta: float = 0.0,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x_{t_prev} = sqrt(a') x0_hat + sqrt(1 - a' - s^2) eps_hat + s noise, s from eta (Song et al. 2021, eq. 12)."""
+    eta = check_real("eta", eta, lambda v: v >= 0, "eta >= 0 (0 = DDIM, 1 = DDPM's variance)")
+    if eta > 0 or noise is not None:
+        check_like("noise", noise, x_t, x_name="x_t")
     a, a_prev = _alpha_bars(alphas_cumprod, t, t_prev, x_t)
-    x0_hat = x0_from_eps(x_t, eps_hat, a.reshape(-1) if a.shape[0] > 1 else a.reshape(()))
+    x0_hat = x0_from_eps(x_t, eps_hat, a.squeeze())  # (B or 1, 1, ..., 1) -> (B,) or ()
     s = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).sqrt()  # (B or 1, 1, ..., 1)
     direction_variance = 1 - a_prev - s**2
     if bool((direction_variance < -1e-12).any()):  # possible for eta > 1 only

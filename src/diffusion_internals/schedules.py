@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from numbers import Integral, Real
 
 import numpy as np
 import torch
 
-from diffusion_internals.validation import check_int, check_real, check_tensor
+from diffusion_internals.validation import check_choice, check_int, check_real, check_tensor
 
 __all__ = [
     "make_betas",
@@ -45,36 +44,38 @@ TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 # ----------------------------------------------------------------------------- betas
 
 
-def _betas_from_alpha_bar(alpha_bar: Callable[[torch.Tensor], torch.Tensor], num_steps: int, *, s: float,
-                          max_beta: float) -> torch.Tensor:
+def _betas_from_alpha_bar(
+    alpha_bar: Callable[[torch.Tensor], torch.Tensor], num_steps: int, *, s: float, max_beta: float
+) -> torch.Tensor:
     """beta_t = min(1 - alpha_bar(t+1) / alpha_bar(t), max_beta) (Nichol & Dhariwal 2021, Sec. 3.2)."""
     t = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps  # (T + 1,) in [0, 1]
     values = alpha_bar(t)
     if not bool((values[:-1] > 0).all()):  # only alpha_bar(1) may reach 0 (or below, then capped)
         first = int(torch.nonzero(values[:-1] <= 0)[0])
-        raise ValueError(f"s={s} makes alpha_bar(t/T) <= 0 already at t={first} of num_steps={num_steps}; "
-                         f"s must be smaller for this many steps")
+        raise ValueError(
+            f"s={s} makes alpha_bar(t/T) <= 0 already at t={first} of num_steps={num_steps}; "
+            f"s must be smaller for this many steps"
+        )
     return torch.clamp(1 - values[1:] / values[:-1], max=max_beta)  # the paper's clip, a named option
 
 
 def make_betas(kind: str, num_steps: int = 1000, **options: float) -> torch.Tensor:
-    """Betas of a named schedule in float64 (Ho et al. 2020 Sec. 4; Nichol & Dhariwal 2021 eq. 17; Li et al. 2022; Xu et al. 2022)."""
-    if kind not in BETA_SCHEDULE_OPTIONS:
-        raise ValueError(f"kind must be one of {sorted(BETA_SCHEDULE_OPTIONS)}, got {kind!r}")
+    """Betas of a named schedule in float64 (Ho 2020; Nichol & Dhariwal 2021, eq. 17; Li 2022; Xu 2022)."""
+    check_choice("kind", kind, sorted(BETA_SCHEDULE_OPTIONS))
     num_steps = check_int("num_steps", num_steps, minimum=1)
     defaults = BETA_SCHEDULE_OPTIONS[kind]
     for name, value in options.items():
         if name not in defaults:
             raise ValueError(
-                f"make_betas(kind={kind!r}) does not use option {name}={value!r}; "
-                f"its options are {', '.join(defaults)}"
+                f"make_betas(kind={kind!r}) does not use option {name}={value!r}; its options are {', '.join(defaults)}"
             )
     opts = {**defaults, **options}
 
     if kind in ("linear", "scaled_linear", "sigmoid"):
         beta_start = check_real("beta_start", opts["beta_start"], lambda b: 0 < b < 1, "0 < beta_start < 1")
-        beta_end = check_real("beta_end", opts["beta_end"], lambda b: beta_start <= b < 1,
-                               f"beta_start ({beta_start}) <= beta_end < 1")
+        beta_end = check_real(
+            "beta_end", opts["beta_end"], lambda b: beta_start <= b < 1, f"beta_start ({beta_start}) <= beta_end < 1"
+        )
         if kind == "linear":
             return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
         if kind == "scaled_linear":  # linear in sqrt(beta)
@@ -85,8 +86,9 @@ def make_betas(kind: str, num_steps: int = 1000, **options: float) -> torch.Tens
     max_beta = check_real("max_beta", opts["max_beta"], lambda b: 0 < b <= 1, "0 < max_beta <= 1")
     if kind == "cosine":
         s = check_real("s", opts["s"], lambda v: v >= 0, "s >= 0")
-        return _betas_from_alpha_bar(lambda t: torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2, num_steps,
-                                     s=s, max_beta=max_beta)
+        return _betas_from_alpha_bar(
+            lambda t: torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2, num_steps, s=s, max_beta=max_beta
+        )
     s = check_real("s", opts["s"], lambda v: 0 <= v < 1, "0 <= s < 1")  # sqrt
     return _betas_from_alpha_bar(lambda t: 1 - torch.sqrt(t + s), num_steps, s=s, max_beta=max_beta)
 
@@ -111,7 +113,7 @@ def snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
 
 
 def log_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """log SNR_t = log alpha_bar_t - log(1 - alpha_bar_t) = -gamma_t of VDM (Kingma et al. 2021); twice DPM-Solver's lambda."""
+    """log SNR_t = log alpha_bar_t - log(1 - alpha_bar_t) = -gamma_t of VDM (Kingma 2021); 2x DPM-Solver's lambda."""
     a = _check_alphas_cumprod(alphas_cumprod)
     return torch.log(a) - torch.log1p(-a)
 
@@ -149,12 +151,13 @@ def inference_timesteps(num_train_steps: int, num_steps: int, spacing: str, *, s
     num_steps = check_int("num_steps", num_steps, minimum=1)
     if num_steps > num_train_steps:
         raise ValueError(f"num_steps must be <= num_train_steps ({num_train_steps}), got {num_steps}")
-    if spacing not in TIMESTEP_SPACINGS:
-        raise ValueError(f"spacing must be one of {list(TIMESTEP_SPACINGS)}, got {spacing!r}")
+    check_choice("spacing", spacing, TIMESTEP_SPACINGS)
     steps_offset = check_int("steps_offset", steps_offset, minimum=0)
     if steps_offset and spacing != "leading":
-        raise ValueError(f"steps_offset is only used with spacing='leading'; got steps_offset={steps_offset} "
-                         f"with spacing={spacing!r} (diffusers ignores it there)")
+        raise ValueError(
+            f"steps_offset is only used with spacing='leading'; got steps_offset={steps_offset} "
+            f"with spacing={spacing!r} (diffusers ignores it there)"
+        )
 
     # The arithmetic below is diffusers' own (numpy, float64), so the grids agree bit for bit.
     if spacing == "linspace":  # iDDPM: round(linspace(0, T - 1, S)), includes 0 and T - 1
@@ -162,8 +165,10 @@ def inference_timesteps(num_train_steps: int, num_steps: int, spacing: str, *, s
     elif spacing == "leading":  # DDIM / LDM: 0, r, 2r, ... with integer r = T // S, plus an offset
         timesteps = np.arange(num_steps)[::-1] * (num_train_steps // num_steps) + steps_offset
         if timesteps[0] >= num_train_steps:
-            raise ValueError(f"steps_offset={steps_offset} puts timestep {timesteps[0]} past the last training "
-                             f"step {num_train_steps - 1} (num_steps={num_steps})")
+            raise ValueError(
+                f"steps_offset={steps_offset} puts timestep {timesteps[0]} past the last training "
+                f"step {num_train_steps - 1} (num_steps={num_steps})"
+            )
     else:  # trailing (DPM-Solver): round(T, T - T/S, ..., T/S) - 1, always includes T - 1
         # numpy's float arange can overshoot by one element (e.g. T=1000, S=61; diffusers then
         # returns an extra timestep -1); the first num_steps entries are the grid.

@@ -19,15 +19,13 @@ __all__ = ["broadcast_like", "Generators", "randn_like", "per_sample_generators"
 
 
 def broadcast_like(value: float | torch.Tensor, x: torch.Tensor, *, name: str = "value") -> torch.Tensor:
-    """Reshape a scalar, 0-d or (B,) schedule value to float64 (B or 1, 1, ..., 1) for x of shape (B, ...) (cf. k-diffusion ``append_dims``)."""
+    """A scalar, 0-d or (B,) schedule value as float64 (B or 1, 1, ..., 1) for x (B, ...) (k-diffusion append_dims)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape (B, ...), got {type(x).__name__}")
     if x.ndim == 0:
         raise ValueError("x must have a batch dimension, shape (B, ...); got a 0-d tensor")
     if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
-        raise TypeError(
-            f"{name} must be a python number, a 0-d tensor or a (B,) tensor, got {type(value).__name__}"
-        )
+        raise TypeError(f"{name} must be a python number, a 0-d tensor or a (B,) tensor, got {type(value).__name__}")
     # Schedule arithmetic is done in float64 (STYLE habit 2); callers cast the result to x.dtype.
     value = torch.as_tensor(value, dtype=torch.float64, device=x.device)
     if value.ndim == 0:
@@ -38,6 +36,7 @@ def broadcast_like(value: float | torch.Tensor, x: torch.Tensor, *, name: str = 
             f"{tuple(x.shape)}; got shape {tuple(value.shape)}"
         )
     return value.reshape((x.shape[0],) + (1,) * (x.ndim - 1))  # (B,) -> (B, 1, ..., 1)
+
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
@@ -61,6 +60,6 @@ def randn_like(x: torch.Tensor, generator: Generators = None) -> torch.Tensor:
             f"generator must be one torch.Generator or a list of one per sample (B = {x.shape[0]}), "
             f"got a list of {len(generators)}"
         )
-    return torch.stack(
-        [torch.randn(x.shape[1:], generator=g, device=g.device, dtype=x.dtype) for g in generators]
-    ).to(x.device)  # (B, ...)
+    return torch.stack([torch.randn(x.shape[1:], generator=g, device=g.device, dtype=x.dtype) for g in generators]).to(
+        x.device
+    )  # (B, ...)

@@ -6,6 +6,7 @@ Gaussian data, which a network cannot beat: for x0 ~ N(0, s^2 I) the best eps-pr
 E[eps | x_t] = sqrt(1 - abar) x_t / (abar s^2 + 1 - abar), and its error per dimension is
 abar s^2 / (abar s^2 + 1 - abar).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -13,10 +14,10 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from diffusion_internals import schedules
-from diffusion_internals.course.models import class_conditional_unet
 from diffusion_internals.course.checkpoints import alphas_cumprod_for, ddim_scheduler
-from diffusion_internals.reverse import ddim_step, ddpm_step
+from diffusion_internals.course.models import class_conditional_unet
 from diffusion_internals.course.training import diffusion_loss, loss_by_timestep, train
+from diffusion_internals.reverse import ddim_step, ddpm_step
 
 T = 1000
 
@@ -100,8 +101,12 @@ def test_training_with_betas_equals_training_with_the_named_schedule():
         assert torch.equal(p, q)
     assert record["schedule"] == "custom" and len(record["trained_betas"]) == T
     torch.testing.assert_close(alphas_cumprod_for(record), schedules.alphas_cumprod(schedules.make_betas("sqrt", T)))
-    torch.testing.assert_close(torch.from_numpy(ddim_scheduler(record).alphas_cumprod.numpy()).double(),
-                               alphas_cumprod_for(record), rtol=1e-6, atol=1e-9)  # diffusers: float32
+    torch.testing.assert_close(
+        torch.from_numpy(ddim_scheduler(record).alphas_cumprod.numpy()).double(),
+        alphas_cumprod_for(record),
+        rtol=1e-6,
+        atol=1e-9,
+    )  # diffusers: float32
     with pytest.raises(ValueError, match="betas must be a 1-D tensor"):
         train("digits", betas=torch.tensor([0.5, 1.5]), steps=1)
 
@@ -121,8 +126,9 @@ def test_callback_runs_at_each_log_step_without_gradients_on_the_ema_model():
 
 @pytest.mark.parametrize("t", [999, 500, 1, 0])
 def test_ddpm_step_is_diffusers_ddpm_scheduler_step(t):
-    scheduler = DDPMScheduler(num_train_timesteps=T, beta_schedule="linear", variance_type="fixed_small",
-                              clip_sample=False)
+    scheduler = DDPMScheduler(
+        num_train_timesteps=T, beta_schedule="linear", variance_type="fixed_small", clip_sample=False
+    )
     scheduler.set_timesteps(T)
     abar = schedules.alphas_cumprod(schedules.make_betas("linear", T))
     x_t = torch.randn(3, 2, 5, generator=gen(0))
@@ -175,8 +181,9 @@ def test_training_on_cuda_matches_the_cpu_losses():
 
 @pytest.mark.parametrize("spacing", ["leading", "trailing"])
 def test_ddpm_step_over_a_skipped_grid_is_diffusers_ddpm_scheduler(spacing):
-    scheduler = DDPMScheduler(num_train_timesteps=T, beta_schedule="squaredcos_cap_v2", clip_sample=False,
-                              timestep_spacing=spacing)
+    scheduler = DDPMScheduler(
+        num_train_timesteps=T, beta_schedule="squaredcos_cap_v2", clip_sample=False, timestep_spacing=spacing
+    )
     scheduler.set_timesteps(20)
     timesteps = schedules.inference_timesteps(T, 20, spacing)
     assert timesteps.tolist() == scheduler.timesteps.tolist()
@@ -205,15 +212,24 @@ def test_ddim_step_is_diffusers_ddim_scheduler_step(eta):
 def test_ddim_at_eta_1_is_the_ddpm_step_and_at_eta_0_keeps_the_deterministic_path():
     abar = schedules.alphas_cumprod(schedules.make_betas("cosine", T))
     x_t, eps_hat, z = (torch.randn(4, 3, generator=gen(i), dtype=torch.float64) for i in range(3))
-    for t, t_prev in ((999, 979), (500, 0), (10, -1), (torch.tensor([999, 500, 10, 3]), torch.tensor([949, 250, -1, 2]))):
-        torch.testing.assert_close(ddim_step(x_t, t, eps_hat, abar, t_prev=t_prev, eta=1.0, noise=z),
-                                   ddpm_step(x_t, t, eps_hat, abar, z, t_prev=t_prev), rtol=1e-10, atol=1e-12)
+    per_sample = (torch.tensor([999, 500, 10, 3]), torch.tensor([949, 250, -1, 2]))
+    for t, t_prev in ((999, 979), (500, 0), (10, -1), per_sample):
+        torch.testing.assert_close(
+            ddim_step(x_t, t, eps_hat, abar, t_prev=t_prev, eta=1.0, noise=z),
+            ddpm_step(x_t, t, eps_hat, abar, z, t_prev=t_prev),
+            rtol=1e-10,
+            atol=1e-12,
+        )
     # eta = 0: if eps_hat is the true noise of x_t = q_sample(x0), the step lands exactly on q_sample(x0) at t_prev.
     x0 = torch.randn(4, 3, generator=gen(5), dtype=torch.float64)
     x_999 = abar[999].sqrt() * x0 + (1 - abar[999]).sqrt() * z
-    torch.testing.assert_close(ddim_step(x_999, 999, z, abar, t_prev=400),
-                               abar[400].sqrt() * x0 + (1 - abar[400]).sqrt() * z, rtol=1e-9, atol=1e-9)
-    with pytest.raises(ValueError, match="eta must be a number >= 0"):
+    torch.testing.assert_close(
+        ddim_step(x_999, 999, z, abar, t_prev=400),
+        abar[400].sqrt() * x0 + (1 - abar[400]).sqrt() * z,
+        rtol=1e-9,
+        atol=1e-9,
+    )
+    with pytest.raises(ValueError, match=r"^eta must satisfy eta >= 0 \(0 = DDIM, 1 = DDPM's variance\), got -1.0"):
         ddim_step(x_t, 5, eps_hat, abar, eta=-1.0)
     with pytest.raises(ValueError, match="noise must be a tensor"):
         ddim_step(x_t, 5, eps_hat, abar, eta=0.5)

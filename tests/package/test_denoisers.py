@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DConditionModel, UNet2DModel
-from support import import_k_diffusion_external
 from scipy.integrate import solve_ivp
-from support import model_from_denoiser
+from support import import_k_diffusion_external, model_from_denoiser
 
 from diffusion_internals.denoisers import (
     DiscreteDenoiser,
@@ -33,8 +32,9 @@ def gen(seed: int) -> torch.Generator:
 
 
 def mixture_1d() -> GaussianMixtureDenoiser:
-    return GaussianMixtureDenoiser(torch.tensor([[-2.0], [0.5], [3.0]]), torch.tensor([0.3, 0.8, 0.5]),
-                                   torch.tensor([0.2, 0.5, 0.3]))
+    return GaussianMixtureDenoiser(
+        torch.tensor([[-2.0], [0.5], [3.0]]), torch.tensor([0.3, 0.8, 0.5]), torch.tensor([0.2, 0.5, 0.3])
+    )
 
 
 def mixture_nd() -> GaussianMixtureDenoiser:
@@ -71,7 +71,7 @@ def test_gaussian_denoiser_is_tweedie(std: float | torch.Tensor) -> None:
         else:
             variance = torch.as_tensor(std, dtype=torch.float64) ** 2 + sigma**2
             noised = torch.distributions.Normal(mean, variance.sqrt())
-            expected = tweedie(lambda y: noised.log_prob(y).sum(-1), x[i : i + 1], sigma)
+            expected = tweedie(lambda y, noised=noised: noised.log_prob(y).sum(-1), x[i : i + 1], sigma)
         torch.testing.assert_close(denoiser(x[i : i + 1], sigma), expected, **TIGHT)
         torch.testing.assert_close(batched[i : i + 1], expected, **TIGHT)
 
@@ -98,8 +98,10 @@ def test_gaussian_denoiser_is_conditional_mean_monte_carlo() -> None:
 def test_mixture_posterior_mean_matches_quadrature() -> None:
     denoiser = mixture_1d()
     x0 = np.linspace(-12, 12, 480_001)
-    prior = sum(w * np.exp(-0.5 * ((x0 - m) / s) ** 2) / s for m, s, w in
-                zip(denoiser.means[:, 0].tolist(), denoiser.stds.tolist(), denoiser.weights.tolist()))
+    prior = sum(
+        w * np.exp(-0.5 * ((x0 - m) / s) ** 2) / s
+        for m, s, w in zip(denoiser.means[:, 0].tolist(), denoiser.stds.tolist(), denoiser.weights.tolist())
+    )
     xs = torch.tensor([[-3.0], [-0.7], [0.4], [2.5], [6.0]], dtype=torch.float64)  # (B, 1)
     for sigma in (0.05, 0.3, 1.0, 4.0, 25.0):
         got = denoiser(xs, sigma)[:, 0].numpy()
@@ -144,8 +146,11 @@ def test_mixture_class_labels_restrict_to_one_component() -> None:
     unconditional = denoiser(x, sigma)
     torch.testing.assert_close(denoiser(x, sigma, class_labels=torch.full((4,), -1)), unconditional, **TIGHT)
     for i, k in enumerate(labels.tolist()):
-        expected = unconditional[i] if k < 0 else GaussianDenoiser(denoiser.means[k], denoiser.stds[k])(
-            x[i : i + 1], sigma[i])[0]
+        expected = (
+            unconditional[i]
+            if k < 0
+            else GaussianDenoiser(denoiser.means[k], denoiser.stds[k])(x[i : i + 1], sigma[i])[0]
+        )
         torch.testing.assert_close(got[i], expected, **TIGHT)
     assert not torch.allclose(got[0], unconditional[0])
 
@@ -204,8 +209,9 @@ def test_discrete_denoiser_matches_k_diffusion(prediction_type: str, quantize: b
     oracle = oracle_class[prediction_type](toy_net, AC, quantize=quantize)
     denoiser = DiscreteDenoiser(toy_net, AC, prediction_type=prediction_type, quantize=quantize)
     between = math.sqrt(SIGMAS[400] * SIGMAS[401])  # halfway in log sigma
-    sigma = torch.tensor([SIGMAS[0], SIGMAS[137], SIGMAS[-1], between, 0.7, 3.3, 40.0, 1e-3, 300.0],
-                         dtype=torch.float64)  # on, between and outside the training sigmas
+    sigma = torch.tensor(
+        [SIGMAS[0], SIGMAS[137], SIGMAS[-1], between, 0.7, 3.3, 40.0, 1e-3, 300.0], dtype=torch.float64
+    )  # on, between and outside the training sigmas
     x = torch.randn(len(sigma), 2, 3, generator=gen(9), dtype=torch.float64) * (1 + sigma.reshape(-1, 1, 1))
     torch.testing.assert_close(denoiser(x, sigma), oracle(x, sigma), **TIGHT)
     torch.testing.assert_close(denoiser.sigma_to_t(sigma), oracle.sigma_to_t(sigma), rtol=1e-12, atol=1e-9)
@@ -255,24 +261,33 @@ def test_zero_terminal_snr_schedule() -> None:
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_discrete_denoiser_reproduces_exact_denoiser_at_training_sigmas(prediction_type: str) -> None:
     exact = mixture_nd()
-    denoiser = DiscreteDenoiser(model_from_denoiser(exact, AC, prediction_type=prediction_type), AC,
-                                prediction_type=prediction_type)
+    denoiser = DiscreteDenoiser(
+        model_from_denoiser(exact, AC, prediction_type=prediction_type), AC, prediction_type=prediction_type
+    )
     steps = torch.tensor([0, 1, 250, 611, 998, 999])
     sigma = SIGMAS[steps]
     x = torch.randn(len(steps), 2, 3, generator=gen(11), dtype=torch.float64) * (1 + sigma.reshape(-1, 1, 1))
     labels = torch.tensor([0, -1, 2, 1, -1, 0])
     torch.testing.assert_close(denoiser(x, sigma), exact(x, sigma), rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(denoiser(x, sigma, class_labels=labels), exact(x, sigma, class_labels=labels),
-                               rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        denoiser(x, sigma, class_labels=labels), exact(x, sigma, class_labels=labels), rtol=1e-10, atol=1e-10
+    )
     for i in (0, 3):  # a python-float sigma broadcast over the batch
         torch.testing.assert_close(denoiser(x, sigma[i].item()), exact(x, sigma[i].item()), rtol=1e-10, atol=1e-10)
 
 
 def tiny_unet() -> UNet2DModel:
     torch.manual_seed(0)
-    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(16, 32), layers_per_block=1,
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                       norm_num_groups=8).eval()
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ).eval()
 
 
 @pytest.mark.parametrize("quantize", [False, True])
@@ -287,9 +302,9 @@ def test_wraps_diffusers_unet2d(quantize: bool) -> None:
     s = sigma.float().reshape(-1, 1, 1, 1)
     expected = x - s * unet(x / torch.sqrt(1 + s**2), steps).sample
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    # The model computes in its own dtype: a float64 UNet on float32 x still returns float32.
+    # The network is fed the dtype it is built with: a float64 UNet on float32 x still returns float32.
     unet64 = tiny_unet().double()
-    got64 = DiscreteDenoiser(unet64, AC, quantize=quantize)(x, sigma)
+    got64 = DiscreteDenoiser(unet64, AC, quantize=quantize, dtype=torch.float64)(x, sigma)
     assert got64.dtype == torch.float32
     s64 = sigma.reshape(-1, 1, 1, 1)
     expected64 = x.double() - s64 * unet64(x.double() / torch.sqrt(1 + s64**2), steps.double()).sample
@@ -299,10 +314,18 @@ def test_wraps_diffusers_unet2d(quantize: bool) -> None:
 @torch.no_grad()
 def test_wraps_diffusers_unet2d_condition_v_prediction() -> None:
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(16, 32),
-                                layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=8,
-                                cross_attention_dim=8, attention_head_dim=4).eval()
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        norm_num_groups=8,
+        cross_attention_dim=8,
+        attention_head_dim=4,
+    ).eval()
     x = torch.randn(2, 1, 8, 8, generator=gen(13)) * 3
     context = torch.randn(2, 3, 8, generator=gen(14))  # (B, tokens, cross_attention_dim)
     sigma = float(SIGMAS[700])
@@ -313,9 +336,15 @@ def test_wraps_diffusers_unet2d_condition_v_prediction() -> None:
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("quantize", "x_dtype", "t_dtype"),
-                         [(False, torch.float32, torch.float32), (False, torch.float64, torch.float64),
-                          (True, torch.float32, torch.long), (True, torch.float64, torch.long)])
+@pytest.mark.parametrize(
+    ("quantize", "x_dtype", "t_dtype"),
+    [
+        (False, torch.float32, torch.float32),
+        (False, torch.float64, torch.float64),
+        (True, torch.float32, torch.long),
+        (True, torch.float64, torch.long),
+    ],
+)
 def test_model_receives_x_in_and_t_of_shape_b(quantize: bool, x_dtype: torch.dtype, t_dtype: torch.dtype) -> None:
     seen: dict[str, torch.Tensor] = {}
 
@@ -330,6 +359,36 @@ def test_model_receives_x_in_and_t_of_shape_b(quantize: bool, x_dtype: torch.dty
     assert seen["x_in"].dtype == x_dtype and seen["class_labels"] is label
     torch.testing.assert_close(seen["x_in"], x / math.sqrt(1 + SIGMAS[321].item() ** 2))
     torch.testing.assert_close(got, x)  # eps = 0: x0_hat = x
+
+
+class HalfNet(torch.nn.Module):
+    """A float16 'network' that records the dtype it is fed and predicts eps = x_in / 4 in that dtype."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1, dtype=torch.float16))  # what parameter sniffing would see
+        self.fed: list[torch.dtype] = []
+
+    def forward(self, x_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.fed.append(x_in.dtype)
+        return x_in / 4
+
+
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("wrap", ["module", "lambda"])
+def test_the_network_is_fed_dtype_if_given_else_the_dtype_of_x(wrap: str, x_dtype: torch.dtype) -> None:
+    net = HalfNet()
+    model = net if wrap == "module" else (lambda x_in, t: net(x_in, t))
+    x = torch.randn(3, 2, 4, generator=gen(17), dtype=x_dtype) * 5
+    sigma = 2.0
+    # x0_hat = x - sigma eps with eps = (x / sqrt(1 + sigma^2)) / 4, in float64 (Karras et al. 2022, Table 1)
+    expected = x.double() - sigma * (x.double() / math.sqrt(1 + sigma**2)) / 4
+    for dtype, fed, tol in ((torch.float16, torch.float16, 1e-2), (None, x_dtype, 1e-6)):
+        got = DiscreteDenoiser(model, AC, dtype=dtype)(x, sigma)
+        assert net.fed == [fed], f"{wrap} with dtype={dtype}: the network was fed {net.fed}, expected [{fed}]"
+        net.fed.clear()
+        assert got.dtype == x_dtype and got.shape == x.shape
+        torch.testing.assert_close(got.double(), expected, rtol=tol, atol=tol)
 
 
 def test_model_outputs_tuple_and_tensor_agree() -> None:
@@ -347,6 +406,7 @@ BAD_INPUTS: list[tuple[str, Callable[[], object]]] = [
     ("alphas_cumprod", lambda: DiscreteDenoiser(toy_net, AC.flip(0))),
     ("alphas_cumprod", lambda: DiscreteDenoiser(toy_net, AC[:1])),
     ("quantize", lambda: DiscreteDenoiser(toy_net, AC, quantize=1)),
+    ("dtype", lambda: DiscreteDenoiser(toy_net, AC, dtype=torch.int64)),
     ("sigma", lambda: DiscreteDenoiser(toy_net, AC)(torch.zeros(2, 3), -0.5)),
     ("sigma", lambda: DiscreteDenoiser(toy_net, AC)(torch.zeros(2, 3), torch.ones(3))),
     ("sigma", lambda: DiscreteDenoiser(toy_net, AC).sigma_to_t(-1.0)),

@@ -60,8 +60,9 @@ def test_q_step_takes_x_minus_1_to_x_0_with_betas_0() -> None:
     # 0-based convention: q_step(x0, 0, ...) is q_sample(x0, 0, ...) with the same noise.
     betas = make_betas("cosine", 50)
     x0, noise = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
-    torch.testing.assert_close(q_step(x0, 0, betas, noise), q_sample(x0, 0, alphas_cumprod(betas), noise),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        q_step(x0, 0, betas, noise), q_sample(x0, 0, alphas_cumprod(betas), noise), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_per_sample_t_matches_one_sample_at_a_time() -> None:
@@ -132,7 +133,7 @@ BAD_INPUT = [
     (lambda: q_sample(X, 1, AC[None], X), r"^alphas_cumprod must be a non-empty 1-D tensor"),
     (lambda: q_step(X, 1, AC + 1, X), r"^betas must have values in \[0, 1\]"),
     (lambda: q_posterior(X, torch.zeros(3, 3), 1, AC), r"^x_t must be a tensor of the same shape as x"),
-    (lambda: q_posterior(X, X, 0, torch.ones(10)), r"^alphas_cumprod must be < 1 at t"),
+    (lambda: q_posterior(X, X, 0, torch.ones(10)), r"^alphas_cumprod\[t\] must lie in \[0, 1\), got \[1.0\]"),
 ]
 
 

@@ -8,15 +8,19 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diffusion_internals.utils import broadcast_like
 from diffusion_internals.parameterization import (
+    PREDICTION_TYPES,
+    denoised_from_prediction,
+    eps_from_prediction,
     eps_from_v,
     eps_from_x0,
     score_from_eps,
+    training_target,
     v_from_x0_eps,
     x0_from_eps,
     x0_from_v,
 )
+from diffusion_internals.utils import broadcast_like
 
 FAST = settings(max_examples=30, deadline=None)
 CLOSE = dict(rtol=1e-9, atol=1e-9)
@@ -55,6 +59,32 @@ def test_score_is_the_gaussian_score_of_q_xt_given_x0(batch: tuple) -> None:
     x0, eps, x_t, alpha_bar = batch
     a = torch.as_tensor(alpha_bar, dtype=torch.float64).reshape(-1, *([1] * (x0.ndim - 1)))
     torch.testing.assert_close(score_from_eps(eps, alpha_bar), -(x_t - a.sqrt() * x0) / (1 - a), **CLOSE)
+
+
+def outputs(x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What an exact network of each type outputs, from the definitions: eps, v (Salimans & Ho 2022, Sec. 4), x0."""
+    return {"epsilon": eps, "v_prediction": a.sqrt() * eps - (1 - a).sqrt() * x0, "sample": x0}
+
+
+@FAST
+@given(noisy_batch())
+def test_each_prediction_type_gives_back_eps_x0_and_its_target(batch: tuple) -> None:
+    x0, eps, x_t, alpha_bar = batch
+    a = torch.as_tensor(alpha_bar, dtype=torch.float64).reshape(-1, *([1] * (x0.ndim - 1)))  # (B or 1, 1, ...)
+    sigma = ((1 - a) / a).sqrt()  # the same noise level in the view x = x0 + sigma eps = x_t / sqrt(a)
+    for prediction_type, output in outputs(x0, eps, a).items():
+        torch.testing.assert_close(training_target(prediction_type, x0, eps, alpha_bar), output, **CLOSE)
+        torch.testing.assert_close(eps_from_prediction(prediction_type, x_t, output, alpha_bar), eps, **CLOSE)
+        x = x0 + sigma * eps
+        torch.testing.assert_close(denoised_from_prediction(prediction_type, x, sigma, output), x0, **CLOSE)
+    assert set(outputs(x0, eps, a)) == set(PREDICTION_TYPES)
+
+
+def test_denoised_from_prediction_keeps_the_dtype_of_x() -> None:
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0)).half()
+    sigma = torch.tensor([0.5, 4.0], dtype=torch.float64).reshape(2, 1)
+    for prediction_type in PREDICTION_TYPES:
+        assert denoised_from_prediction(prediction_type, x, sigma, x).dtype == torch.float16
 
 
 def test_v_matches_diffusers_get_velocity() -> None:
@@ -103,16 +133,38 @@ def test_broadcast_like_shapes() -> None:
 
 X = torch.zeros(2, 3)
 BAD_INPUT = [
-    (lambda: x0_from_eps(X, X, 0.0), ValueError, r"^alpha_bar must lie in \(0, 1\] here, got \[0.0\]"),
-    (lambda: eps_from_x0(X, X, torch.tensor([0.5, 1.0])), ValueError, r"^alpha_bar must lie in \[0, 1\) here"),
-    (lambda: score_from_eps(X, 1.0), ValueError, r"^alpha_bar must lie in \[0, 1\) here"),
-    (lambda: x0_from_v(X, X, 1.5), ValueError, r"^alpha_bar must lie in \[0, 1\] here"),
-    (lambda: eps_from_v(X, X, torch.tensor([0.5, 0.5, 0.5])), ValueError,
-     r"^alpha_bar must be a scalar or have shape \(B,\) = \(2,\) to match x of shape \(2, 3\); got shape \(3,\)"),
+    (lambda: x0_from_eps(X, X, 0.0), ValueError, r"^alpha_bar must lie in \(0, 1\], got \[0.0\]"),
+    (
+        lambda: eps_from_x0(X, X, torch.tensor([0.5, 1.0])),
+        ValueError,
+        r"^alpha_bar must lie in \[0, 1\), got \[0.5, 1.0\]",
+    ),
+    (lambda: score_from_eps(X, 1.0), ValueError, r"^alpha_bar must lie in \[0, 1\), got \[1.0\]"),
+    (lambda: x0_from_v(X, X, 1.5), ValueError, r"^alpha_bar must lie in \[0, 1\], got \[1.5\]"),
+    (
+        lambda: eps_from_v(X, X, torch.tensor([0.5, 0.5, 0.5])),
+        ValueError,
+        r"^alpha_bar must be a scalar or have shape \(B,\) = \(2,\) to match x of shape \(2, 3\); got shape \(3,\)",
+    ),
     (lambda: v_from_x0_eps(X, X, torch.full((2, 1), 0.5)), ValueError, r"^alpha_bar must be a scalar or have shape"),
-    (lambda: x0_from_eps(X, torch.zeros(2, 4), 0.5), ValueError, r"^eps must have the shape of x, \(2, 3\); got \(2, 4\)"),
-    (lambda: x0_from_v(X, torch.zeros(3), 0.5), ValueError, r"^v must have the shape of x"),
+    (
+        lambda: x0_from_eps(X, torch.zeros(2, 4), 0.5),
+        ValueError,
+        r"^eps must be a tensor of the same shape as x_t, \(2, 3\); got \(2, 4\)",
+    ),
+    (
+        lambda: x0_from_v(X, torch.zeros(3), 0.5),
+        ValueError,
+        r"^v must be a tensor of the same shape as x_t, \(2, 3\); got \(3,\)",
+    ),
     (lambda: eps_from_x0(X, X, "0.5"), TypeError, r"^alpha_bar must be a python number"),
+    (
+        lambda: training_target("x0", X, X, 0.5),
+        ValueError,
+        r"^prediction_type must be one of \['epsilon', 'v_prediction', 'sample'\], got 'x0'",
+    ),
+    (lambda: eps_from_prediction("v", X, X, 0.5), ValueError, r"^prediction_type must be one of"),
+    (lambda: denoised_from_prediction("eps", X, torch.ones(1, 1), X), ValueError, r"^prediction_type must be one of"),
     (lambda: broadcast_like(0.5, torch.tensor(1.0)), ValueError, r"x must have a batch dimension"),
 ]
 

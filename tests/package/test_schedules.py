@@ -9,6 +9,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import import_k_diffusion_sampling
 
 from diffusion_internals.schedules import (
     alphas_cumprod,
@@ -24,13 +25,16 @@ from diffusion_internals.schedules import (
     sigmas_polyexponential,
     snr,
 )
-from support import import_k_diffusion_sampling
 
 FAST = settings(max_examples=25, deadline=None)
 KINDS = ["linear", "scaled_linear", "cosine", "sqrt", "sigmoid"]
 # Our kind -> diffusers' DDPMScheduler(beta_schedule=...).
-DIFFUSERS_NAMES = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2",
-                   "sigmoid": "sigmoid"}
+DIFFUSERS_NAMES = {
+    "linear": "linear",
+    "scaled_linear": "scaled_linear",
+    "cosine": "squaredcos_cap_v2",
+    "sigmoid": "sigmoid",
+}
 F32 = dict(rtol=2e-5, atol=1e-7)  # float32 oracles: a few ulps, accumulated over a 1000-step cumprod
 
 
@@ -52,8 +56,7 @@ def test_alphas_cumprod_matches_diffusers(kind: str, num_steps: int) -> None:
 @pytest.mark.parametrize("kind", ["linear", "scaled_linear", "sigmoid"])
 def test_beta_endpoints_are_passed_through(kind: str) -> None:
     ours = make_betas(kind, 500, beta_start=3e-4, beta_end=0.03)
-    oracle = DDPMScheduler(num_train_timesteps=500, beta_schedule=DIFFUSERS_NAMES[kind], beta_start=3e-4,
-                           beta_end=0.03)
+    oracle = DDPMScheduler(num_train_timesteps=500, beta_schedule=DIFFUSERS_NAMES[kind], beta_start=3e-4, beta_end=0.03)
     torch.testing.assert_close(ours, oracle.betas.double(), **F32)
 
 
@@ -158,8 +161,7 @@ def test_rescale_zero_terminal_snr_properties(kind: str, num_steps: int) -> None
 
 
 def _diffusers_timesteps(num_train_steps: int, num_steps: int, spacing: str, steps_offset: int) -> torch.Tensor:
-    scheduler = DDIMScheduler(num_train_timesteps=num_train_steps, timestep_spacing=spacing,
-                              steps_offset=steps_offset)
+    scheduler = DDIMScheduler(num_train_timesteps=num_train_steps, timestep_spacing=spacing, steps_offset=steps_offset)
     scheduler.set_timesteps(num_steps)
     return scheduler.timesteps
 
@@ -179,8 +181,9 @@ def test_inference_timesteps_match_diffusers_for_every_num_steps(spacing: str, n
         assert torch.equal(ours, oracle), (num_steps, ours, oracle)
 
 
-@pytest.mark.parametrize(("num_steps", "steps_offset"), [(1, 0), (1, 1), (10, 1), (37, 1), (37, 3), (50, 1),
-                                                         (999, 1), (500, 1), (333, 2)])
+@pytest.mark.parametrize(
+    ("num_steps", "steps_offset"), [(1, 0), (1, 1), (10, 1), (37, 1), (37, 3), (50, 1), (999, 1), (500, 1), (333, 2)]
+)
 def test_leading_steps_offset_matches_diffusers(num_steps: int, steps_offset: int) -> None:
     ours = inference_timesteps(1000, num_steps, "leading", steps_offset=steps_offset)
     assert torch.equal(ours, _diffusers_timesteps(1000, num_steps, "leading", steps_offset))
@@ -195,9 +198,11 @@ def test_trailing_overshoot_case_is_cut_to_num_steps() -> None:
 
 def test_inference_timesteps_match_lin_et_al_table_2() -> None:
     # Table 2 (T = 1000, S = 10) lists 1-based timesteps; ours are 0-based and descending.
-    table = {"linspace": [1, 112, 223, 334, 445, 556, 667, 778, 889, 1000],
-             "leading": [1, 101, 201, 301, 401, 501, 601, 701, 801, 901],
-             "trailing": [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]}
+    table = {
+        "linspace": [1, 112, 223, 334, 445, 556, 667, 778, 889, 1000],
+        "leading": [1, 101, 201, 301, 401, 501, 601, 701, 801, 901],
+        "trailing": [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000],
+    }
     for spacing, one_based in table.items():
         expected = torch.tensor(one_based[::-1]) - 1
         assert torch.equal(inference_timesteps(1000, 10, spacing), expected), spacing
@@ -207,8 +212,7 @@ def test_inference_timesteps_match_lin_et_al_table_2() -> None:
 
 
 @FAST
-@given(n=st.integers(1, 200), sigma_min=st.floats(1e-3, 1.0), ratio=st.floats(1.01, 1e4),
-       rho=st.floats(1.0, 10.0))
+@given(n=st.integers(1, 200), sigma_min=st.floats(1e-3, 1.0), ratio=st.floats(1.01, 1e4), rho=st.floats(1.0, 10.0))
 def test_sigma_grids_match_k_diffusion(n: int, sigma_min: float, ratio: float, rho: float) -> None:
     K = import_k_diffusion_sampling()
     sigma_max = sigma_min * ratio
@@ -217,11 +221,17 @@ def test_sigma_grids_match_k_diffusion(n: int, sigma_min: float, ratio: float, r
     # rho * eps32 * ratio^(1/rho) at the small end. The log-space grids lose only |log sigma| * eps32.
     karras_rtol = 2e-5 + 8 * rho * 2**-24 * ratio ** (1 / rho)
     pairs = [
-        (sigmas_karras(n, sigma_min, sigma_max, rho=rho), K.get_sigmas_karras(n, sigma_min, sigma_max, rho=rho),
-         karras_rtol),
+        (
+            sigmas_karras(n, sigma_min, sigma_max, rho=rho),
+            K.get_sigmas_karras(n, sigma_min, sigma_max, rho=rho),
+            karras_rtol,
+        ),
         (sigmas_exponential(n, sigma_min, sigma_max), K.get_sigmas_exponential(n, sigma_min, sigma_max), 2e-5),
-        (sigmas_polyexponential(n, sigma_min, sigma_max, rho=rho),
-         K.get_sigmas_polyexponential(n, sigma_min, sigma_max, rho=rho), 2e-5),
+        (
+            sigmas_polyexponential(n, sigma_min, sigma_max, rho=rho),
+            K.get_sigmas_polyexponential(n, sigma_min, sigma_max, rho=rho),
+            2e-5,
+        ),
     ]
     for ours, oracle, rtol in pairs:
         assert ours.dtype == torch.float64 and ours.shape == (n + 1,)
@@ -237,8 +247,13 @@ def test_sigma_grids_match_k_diffusion(n: int, sigma_min: float, ratio: float, r
 def test_sigmas_from_timesteps_match_diffusers_euler(spacing: str, num_steps: int, steps_offset: int) -> None:
     if spacing != "leading":
         steps_offset = 0
-    oracle = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                    timestep_spacing=spacing, steps_offset=steps_offset)
+    oracle = EulerDiscreteScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        timestep_spacing=spacing,
+        steps_offset=steps_offset,
+    )
     timesteps = inference_timesteps(1000, num_steps, spacing, steps_offset=steps_offset)
     if spacing == "linspace":
         # Euler's own "linspace" keeps fractional timesteps (no rounding, unlike DDIM), so we hand it our grid.
@@ -257,10 +272,18 @@ BAD_INPUT = [
     (lambda: make_betas("quadratic"), ValueError, r"kind must be one of \['cosine', 'linear'"),
     (lambda: make_betas("linear", 0), ValueError, r"^num_steps must be an int >= 1, got 0"),
     (lambda: make_betas("linear", 2.5), TypeError, r"^num_steps must be an int"),
-    (lambda: make_betas("cosine", beta_start=1e-4), ValueError, r"does not use option beta_start=.*options are s, max_beta"),
+    (
+        lambda: make_betas("cosine", beta_start=1e-4),
+        ValueError,
+        r"does not use option beta_start=.*options are s, max_beta",
+    ),
     (lambda: make_betas("linear", s=0.1), ValueError, r"does not use option s="),
     (lambda: make_betas("linear", beta_start=0.0), ValueError, r"^beta_start must satisfy 0 < beta_start < 1, got 0"),
-    (lambda: make_betas("linear", beta_start=0.03), ValueError, r"^beta_end must satisfy beta_start \(0.03\) <= beta_end"),
+    (
+        lambda: make_betas("linear", beta_start=0.03),
+        ValueError,
+        r"^beta_end must satisfy beta_start \(0.03\) <= beta_end",
+    ),
     (lambda: make_betas("scaled_linear", beta_end=1.0), ValueError, r"^beta_end must"),
     (lambda: make_betas("sigmoid", beta_end=float("nan")), ValueError, r"^beta_end must be a finite real"),
     (lambda: make_betas("cosine", s=-0.1), ValueError, r"^s must satisfy s >= 0, got -0.1"),
@@ -275,20 +298,52 @@ BAD_INPUT = [
     (lambda: alphas_cumprod_from_sigmas(torch.tensor([-1.0])), ValueError, r"^sigmas must have values in \[0, inf\]"),
     (lambda: rescale_zero_terminal_snr(torch.tensor([0.1])), ValueError, r"^betas must have at least 2"),
     (lambda: inference_timesteps(1000, 0, "leading"), ValueError, r"^num_steps must be an int >= 1, got 0"),
-    (lambda: inference_timesteps(1000, 1001, "leading"), ValueError, r"^num_steps must be <= num_train_steps \(1000\), got 1001"),
+    (
+        lambda: inference_timesteps(1000, 1001, "leading"),
+        ValueError,
+        r"^num_steps must be <= num_train_steps \(1000\), got 1001",
+    ),
     (lambda: inference_timesteps(0, 1, "leading"), ValueError, r"^num_train_steps must be an int >= 1"),
-    (lambda: inference_timesteps(1000, 10, "uniform"), ValueError, r"^spacing must be one of \['leading', 'trailing', 'linspace'\], got 'uniform'"),
-    (lambda: inference_timesteps(1000, 10, "trailing", steps_offset=1), ValueError, r"^steps_offset is only used with spacing='leading'"),
-    (lambda: inference_timesteps(1000, 10, "leading", steps_offset=-1), ValueError, r"^steps_offset must be an int >= 0"),
-    (lambda: inference_timesteps(1000, 1000, "leading", steps_offset=1), ValueError, r"^steps_offset=1 puts timestep 1000 past"),
+    (
+        lambda: inference_timesteps(1000, 10, "uniform"),
+        ValueError,
+        r"^spacing must be one of \['leading', 'trailing', 'linspace'\], got 'uniform'",
+    ),
+    (
+        lambda: inference_timesteps(1000, 10, "trailing", steps_offset=1),
+        ValueError,
+        r"^steps_offset is only used with spacing='leading'",
+    ),
+    (
+        lambda: inference_timesteps(1000, 10, "leading", steps_offset=-1),
+        ValueError,
+        r"^steps_offset must be an int >= 0",
+    ),
+    (
+        lambda: inference_timesteps(1000, 1000, "leading", steps_offset=1),
+        ValueError,
+        r"^steps_offset=1 puts timestep 1000 past",
+    ),
     (lambda: sigmas_karras(0, 0.1, 10.0), ValueError, r"^n must be an int >= 1, got 0"),
     (lambda: sigmas_karras(10, 0.1, 10.0, rho=0.0), ValueError, r"^rho must satisfy rho > 0, got 0"),
     (lambda: sigmas_polyexponential(10, 0.1, 10.0, rho=-1.0), ValueError, r"^rho must satisfy rho > 0"),
-    (lambda: sigmas_exponential(10, 10.0, 10.0), ValueError, r"^sigma_max must satisfy sigma_max > sigma_min \(10.0\), got 10.0"),
+    (
+        lambda: sigmas_exponential(10, 10.0, 10.0),
+        ValueError,
+        r"^sigma_max must satisfy sigma_max > sigma_min \(10.0\), got 10.0",
+    ),
     (lambda: sigmas_karras(10, 0.0, 10.0), ValueError, r"^sigma_min must satisfy sigma_min > 0, got 0"),
     (lambda: sigmas_exponential(10, -1.0, 10.0), ValueError, r"^sigma_min must satisfy sigma_min > 0"),
-    (lambda: sigmas_from_timesteps(torch.tensor([10]), alphas_cumprod(GOOD_BETAS)), ValueError, r"^timesteps must have values in \[0, 9\]; got 10"),
-    (lambda: sigmas_from_timesteps(torch.tensor([1.0]), alphas_cumprod(GOOD_BETAS)), TypeError, r"^timesteps must be an integer tensor"),
+    (
+        lambda: sigmas_from_timesteps(torch.tensor([10]), alphas_cumprod(GOOD_BETAS)),
+        ValueError,
+        r"^timesteps must have values in \[0, 9\]; got 10",
+    ),
+    (
+        lambda: sigmas_from_timesteps(torch.tensor([1.0]), alphas_cumprod(GOOD_BETAS)),
+        TypeError,
+        r"^timesteps must be an integer tensor",
+    ),
 ]
 
 
@@ -296,4 +351,3 @@ BAD_INPUT = [
 def test_bad_input_names_the_parameter(call, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         call()
-

@@ -13,6 +13,7 @@ machine, torch version and number of CPU threads (``torch.set_num_threads``; the
 Other thread counts or a GPU change the floating-point order of reductions, so the weights differ
 in the last bits and then drift apart; the metrics stay about the same.
 """
+
 from __future__ import annotations
 
 import copy
@@ -24,8 +25,8 @@ from typing import Any
 import torch
 
 from diffusion_internals.course import data
-from diffusion_internals.denoisers import PREDICTION_TYPES, unwrap_output
-from diffusion_internals.forward import q_sample
+from diffusion_internals.course.checkpoints import CLASSIFIERS, alphas_cumprod_for
+from diffusion_internals.course.metrics import classifier_accuracy
 from diffusion_internals.course.models import (
     DigitsClassifier,
     TimestepMLP,
@@ -33,34 +34,30 @@ from diffusion_internals.course.models import (
     null_label,
     num_parameters,
 )
-from diffusion_internals.course.metrics import classifier_accuracy
-from diffusion_internals.parameterization import v_from_x0_eps
-from diffusion_internals.course.checkpoints import CLASSIFIERS, alphas_cumprod_for
+from diffusion_internals.denoisers import unwrap_output
+from diffusion_internals.forward import q_sample
+from diffusion_internals.parameterization import PREDICTION_TYPES, SHORT_NAMES, training_target
 from diffusion_internals.schedules import BETA_SCHEDULE_OPTIONS
+from diffusion_internals.validation import check_choice, check_int, check_real
 
-__all__ = ["PREDICTIONS", "training_target", "diffusion_loss", "loss_by_timestep", "train", "train_classifier"]
-
-PREDICTIONS = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}  # short names -> diffusers' names
-
-def training_target(prediction_type: str, x0: torch.Tensor, eps: torch.Tensor,
-                    alpha_bar: torch.Tensor) -> torch.Tensor:
-    """The regression target: eps, v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0, or x0 (Ho et al. 2020; Salimans & Ho 2022)."""
-    if prediction_type == "epsilon":
-        return eps
-    if prediction_type == "v_prediction":
-        return v_from_x0_eps(x0, eps, alpha_bar)
-    if prediction_type == "sample":
-        return x0
-    raise ValueError(f"prediction_type must be one of {list(PREDICTION_TYPES)}, got {prediction_type!r}")
+__all__ = ["diffusion_loss", "loss_by_timestep", "train", "train_classifier"]
 
 
-def diffusion_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                   alphas_cumprod: torch.Tensor, *, prediction_type: str = "epsilon",
-                   class_labels: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-sample mean squared error (B,) of model(x_t, t) against its target, x_t = q_sample(x0, t, noise) (Ho et al. 2020, eq. 14)."""
+def diffusion_loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    *,
+    prediction_type: str = "epsilon",
+    class_labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-sample squared error (B,) of model(x_t, t) against its target, x_t = q_sample(...) (Ho 2020, eq. 14)."""
     if not isinstance(t, torch.Tensor) or t.shape != (x0.shape[0],):
-        raise ValueError(f"t must be an integer tensor of shape (B,) = ({x0.shape[0]},), got "
-                         f"{getattr(t, 'shape', type(t).__name__)}")
+        raise ValueError(
+            f"t must be an integer tensor of shape (B,) = ({x0.shape[0]},), got {getattr(t, 'shape', type(t).__name__)}"
+        )
     x_t = q_sample(x0, t, alphas_cumprod, noise)
     target = training_target(prediction_type, x0, noise, alphas_cumprod.to(torch.float64)[t].to(x0.dtype))
     cond = {} if class_labels is None else {"class_labels": class_labels}
@@ -69,14 +66,21 @@ def diffusion_loss(model: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, no
 
 
 @torch.no_grad()
-def loss_by_timestep(model: torch.nn.Module, x0: torch.Tensor, timesteps: torch.Tensor, alphas_cumprod: torch.Tensor,
-                     *, prediction_type: str = "epsilon", class_labels: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None, batch_size: int = 1024) -> torch.Tensor:
-    """The loss of diffusion_loss averaged over the data x0 (N, ...) at each timestep, (len(timesteps),) float64, fixed noise."""
+def loss_by_timestep(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    timesteps: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    *,
+    prediction_type: str = "epsilon",
+    class_labels: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """diffusion_loss averaged over x0 (N, ...) at each timestep with fixed noise, (len(timesteps),) float64."""
     if not isinstance(timesteps, torch.Tensor) or timesteps.ndim != 1 or timesteps.dtype.is_floating_point:
         raise ValueError(f"timesteps must be a 1-D integer tensor, got {getattr(timesteps, 'shape', timesteps)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_int("batch_size", batch_size, minimum=1)
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)  # the same noise at every timestep
     losses = []
     for t in timesteps.tolist():
@@ -85,28 +89,21 @@ def loss_by_timestep(model: torch.nn.Module, x0: torch.Tensor, timesteps: torch.
             chunk = slice(start, start + batch_size)
             labels = None if class_labels is None else class_labels[chunk]
             t_batch = torch.full((len(x0[chunk]),), t, dtype=torch.int64)
-            total += float(diffusion_loss(model, x0[chunk], t_batch, noise[chunk], alphas_cumprod,
-                                          prediction_type=prediction_type, class_labels=labels).double().sum())
+            total += float(
+                diffusion_loss(
+                    model,
+                    x0[chunk],
+                    t_batch,
+                    noise[chunk],
+                    alphas_cumprod,
+                    prediction_type=prediction_type,
+                    class_labels=labels,
+                )
+                .double()
+                .sum()
+            )
         losses.append(total / len(x0))
     return torch.tensor(losses, dtype=torch.float64)
-
-
-def _check_options(options: dict[str, Any]) -> None:
-    checks: dict[str, tuple[Callable[[Any], bool], str]] = {
-        "steps": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
-        "batch_size": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
-        "lr": (lambda v: isinstance(v, (int, float)) and 0 < v < math.inf, "a number > 0"),
-        "label_dropout": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number in [0, 1]"),
-        "ema": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1) (0 = no EMA)"),
-        "seed": (lambda v: isinstance(v, int) and v >= 0, "an int >= 0"),
-        "buckets": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
-        "warmup": (lambda v: isinstance(v, int) and v >= 0, "an int >= 0"),
-        "log_every": (lambda v: isinstance(v, int) and v >= 1, "an int >= 1"),
-    }
-    for name, (ok, allowed) in checks.items():
-        value = options[name]
-        if isinstance(value, bool) or not ok(value):
-            raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
 def _default_model(dataset: str, train_set: data.ImageData | None) -> torch.nn.Module:
@@ -139,7 +136,9 @@ def train(
     cifar10_root: str | None = None,
     progress: bool = False,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train with the simple loss and label dropout, return (EMA model, record with config, loss log, metrics) (Ho et al. 2020, Algorithm 1).
+    """Train with the simple loss and label dropout; return (EMA model, record) (Ho et al. 2020, Algorithm 1).
+
+    The record holds the configuration, the loss log and the metrics.
 
     ``betas`` (T,) replaces the named ``schedule`` (saved as ``schedule="custom"`` with ``trained_betas``).
     ``callback(step, ema_model)`` runs every ``log_every`` steps, without gradients and with the EMA
@@ -147,27 +146,47 @@ def train(
     ``device`` ("cuda", ...) moves the model there; every batch is drawn on the CPU from the seeded
     generator and then moved, so the draws are the same on every device.
     """
-    _check_options(dict(steps=steps, batch_size=batch_size, lr=lr, label_dropout=label_dropout, ema=ema, seed=seed,
-                        buckets=buckets, warmup=warmup, log_every=log_every))
-    if schedule not in BETA_SCHEDULE_OPTIONS:
-        raise ValueError(f"schedule must be one of {sorted(BETA_SCHEDULE_OPTIONS)}, got {schedule!r}")
-    prediction_type = PREDICTIONS.get(prediction_type, prediction_type)
-    training_target(prediction_type, torch.zeros(1), torch.zeros(1), torch.ones(1))  # checks the name
+    for name, value, minimum in (
+        ("steps", steps, 1),
+        ("batch_size", batch_size, 1),
+        ("seed", seed, 0),
+        ("buckets", buckets, 1),
+        ("warmup", warmup, 0),
+        ("log_every", log_every, 1),
+    ):
+        check_int(name, value, minimum=minimum)
+    check_real("lr", lr, lambda v: v > 0, "lr > 0")
+    check_real("label_dropout", label_dropout, lambda v: 0 <= v <= 1, "0 <= label_dropout <= 1")
+    check_real("ema", ema, lambda v: 0 <= v < 1, "0 <= ema < 1 (0 = no EMA)")
+    check_choice("schedule", schedule, sorted(BETA_SCHEDULE_OPTIONS))
+    prediction_type = check_choice(
+        "prediction_type", SHORT_NAMES.get(prediction_type, prediction_type), PREDICTION_TYPES
+    )  # "eps", "v" and "x0" stand for diffusers' names
     if dataset in data.TOY_2D:
         train_set = None
     elif dataset in data.DATASETS:
         train_set = data.load_dataset(dataset, split="train", root=cifar10_root)
     else:
         raise ValueError(f"dataset must be one of {list(data.DATASETS) + list(data.TOY_2D)}, got {dataset!r}")
-    config: dict[str, Any] = dict(dataset=dataset, schedule=schedule, zero_snr=bool(zero_snr),
-                                  num_train_timesteps=num_train_timesteps, prediction_type=prediction_type)
+    config: dict[str, Any] = dict(
+        dataset=dataset,
+        schedule=schedule,
+        zero_snr=bool(zero_snr),
+        num_train_timesteps=num_train_timesteps,
+        prediction_type=prediction_type,
+    )
     if betas is not None:
-        if not isinstance(betas, torch.Tensor) or betas.ndim != 1 or len(betas) < 2 or \
-                not bool(((betas > 0) & (betas <= 1)).all()):
-            raise ValueError(f"betas must be a 1-D tensor of at least 2 values in (0, 1], got "
-                             f"{getattr(betas, 'shape', type(betas).__name__)}")
-        config.update(schedule="custom", num_train_timesteps=len(betas),
-                      trained_betas=betas.to(torch.float64).tolist())
+        if (
+            not isinstance(betas, torch.Tensor)
+            or betas.ndim != 1
+            or len(betas) < 2
+            or not bool(((betas > 0) & (betas <= 1)).all())
+        ):
+            raise ValueError(
+                f"betas must be a 1-D tensor of at least 2 values in (0, 1], got "
+                f"{getattr(betas, 'shape', type(betas).__name__)}"
+            )
+        config.update(schedule="custom", num_train_timesteps=len(betas), trained_betas=betas.to(torch.float64).tolist())
         num_train_timesteps = len(betas)
     alphas_cumprod = alphas_cumprod_for(config).to(torch.float32)  # (T,)
 
@@ -184,8 +203,14 @@ def train(
     ema_model = copy.deepcopy(model).requires_grad_(False) if ema > 0 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     # Linear warm-up, then cosine decay to 0 (Loshchilov & Hutter 2017).
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / (warmup + 1)) * 0.5 * (
-        1 + math.cos(math.pi * min(1.0, max(0, i - warmup) / max(1, steps - warmup)))))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda i: (
+            min(1.0, (i + 1) / (warmup + 1))
+            * 0.5
+            * (1 + math.cos(math.pi * min(1.0, max(0, i - warmup) / max(1, steps - warmup))))
+        ),
+    )
     g = torch.Generator().manual_seed(seed)
     log: dict[str, list] = {"step": [], "loss": [], "loss_by_bucket": [], "callback": []}
     window_sum, window_count = torch.zeros(buckets, dtype=torch.float64), torch.zeros(buckets, dtype=torch.float64)
@@ -208,8 +233,9 @@ def train(
         eps = torch.randn(x0.shape, generator=g)
         x0, t, eps = x0.to(device), t.to(device), eps.to(device)
         labels = None if labels is None else labels.to(device)
-        per_sample = diffusion_loss(model, x0, t, eps, alphas_cumprod, prediction_type=prediction_type,
-                                    class_labels=labels)  # (B,)
+        per_sample = diffusion_loss(
+            model, x0, t, eps, alphas_cumprod, prediction_type=prediction_type, class_labels=labels
+        )  # (B,)
         loss = per_sample.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -245,14 +271,25 @@ def train(
     ema_model.eval()
     record = {
         **config,
-        "steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr, "lr_schedule": f"linear warm-up {warmup} "
-        "steps, then cosine decay to 0", "optimizer": "AdamW(weight_decay=0), grad-norm clip 1.0",
-        "label_dropout": label_dropout if train_set is not None else None, "ema": ema,
-        "num_classes": None if train_set is None else train_set.num_classes, "null_label": null,
-        "parameters": num_parameters(model), "wall_clock_s": round(time.perf_counter() - start, 1),
-        "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
-        "metrics": {"train_loss": log["loss"][-1], "train_loss_by_bucket": log["loss_by_bucket"][-1],
-                    "buckets": f"{buckets} equal ranges of t in [0, {num_train_timesteps - 1}], lowest first"},
+        "steps": steps,
+        "seed": seed,
+        "batch_size": batch_size,
+        "lr": lr,
+        "lr_schedule": f"linear warm-up {warmup} steps, then cosine decay to 0",
+        "optimizer": "AdamW(weight_decay=0), grad-norm clip 1.0",
+        "label_dropout": label_dropout if train_set is not None else None,
+        "ema": ema,
+        "num_classes": None if train_set is None else train_set.num_classes,
+        "null_label": null,
+        "parameters": num_parameters(model),
+        "wall_clock_s": round(time.perf_counter() - start, 1),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "metrics": {
+            "train_loss": log["loss"][-1],
+            "train_loss_by_bucket": log["loss_by_bucket"][-1],
+            "buckets": f"{buckets} equal ranges of t in [0, {num_train_timesteps - 1}], lowest first",
+        },
         "history": log,
     }
     return ema_model, record
@@ -266,17 +303,28 @@ def _shift(images: torch.Tensor, generator: torch.Generator, max_shift: int) -> 
     b, _, h, w = images.shape
     padded = torch.nn.functional.pad(images, (max_shift,) * 4, value=-1.0)  # (B, C, H + 2s, W + 2s)
     dy, dx = (torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator)).tolist()
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
 
 
-def train_classifier(dataset: str = "digits", *, steps: int = 2000, batch_size: int = 128, lr: float = 2e-3,
-                     seed: int = 0, max_shift: int = 1, progress: bool = False) -> tuple[DigitsClassifier, dict[str, Any]]:
-    """Train DigitsClassifier with cross-entropy and random shifts; return it (eval mode) and a record with test accuracy."""
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("max_shift", max_shift), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name in ("max_shift", "seed") else 1):
-            raise ValueError(f"{name} must be an int >= {0 if name in ('max_shift', 'seed') else 1}, got {value!r}")
-    if dataset not in CLASSIFIERS:
-        raise ValueError(f"dataset must be one of {list(CLASSIFIERS)}, got {dataset!r}")
+def train_classifier(
+    dataset: str = "digits",
+    *,
+    steps: int = 2000,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    max_shift: int = 1,
+    progress: bool = False,
+) -> tuple[DigitsClassifier, dict[str, Any]]:
+    """Train DigitsClassifier with cross-entropy and random shifts; return it (eval mode) and a record with accuracy."""
+    for name, value, minimum in (
+        ("steps", steps, 1),
+        ("batch_size", batch_size, 1),
+        ("max_shift", max_shift, 0),
+        ("seed", seed, 0),
+    ):
+        check_int(name, value, minimum=minimum)
+    check_choice("dataset", dataset, list(CLASSIFIERS))
     # Colour digits are trained from the grey digits, recoloured at random every batch (stroke hue not
     # linked to the class): a classifier of the class-hued images alone reads the hue, not the digit.
     colour = dataset == "colour_digits"
@@ -306,17 +354,27 @@ def train_classifier(dataset: str = "digits", *, steps: int = 2000, batch_size: 
         scheduler.step()
     model.eval().requires_grad_(False)
     record = {
-        "dataset": dataset, "kind": "classifier", "steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr,
+        "dataset": dataset,
+        "kind": "classifier",
+        "steps": steps,
+        "seed": seed,
+        "batch_size": batch_size,
+        "lr": lr,
         "augmentation": f"random shifts of up to {max_shift} pixels" + (", random colours" if colour else ""),
         "parameters": num_parameters(model),
-        "wall_clock_s": round(time.perf_counter() - start, 1), "torch_threads": torch.get_num_threads(),
+        "wall_clock_s": round(time.perf_counter() - start, 1),
+        "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
-        "metrics": {"train_accuracy": classifier_accuracy(data.load_dataset(dataset).images, train_set.labels, model),
-                    "test_accuracy": classifier_accuracy(test_set.images, test_set.labels, model)},
+        "metrics": {
+            "train_accuracy": classifier_accuracy(data.load_dataset(dataset).images, train_set.labels, model),
+            "test_accuracy": classifier_accuracy(test_set.images, test_set.labels, model),
+        },
     }
     if colour:  # the test split with stroke hues unrelated to the class: the classifier must read shapes
         grey = data.digits("test")
-        recoloured = data.colourise(grey.images, *data.colour_digits_hsv(
-            grey.labels, generator=torch.Generator().manual_seed(seed + 1), class_hue=False))
+        recoloured = data.colourise(
+            grey.images,
+            *data.colour_digits_hsv(grey.labels, generator=torch.Generator().manual_seed(seed + 1), class_hue=False),
+        )
         record["metrics"]["test_accuracy_random_hues"] = classifier_accuracy(recoloured, grey.labels, model)
     return model, record

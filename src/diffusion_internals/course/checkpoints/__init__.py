@@ -13,6 +13,7 @@ A checkpoint with a ``"flaw"`` entry in training.json (Project C) was saved with
 does not match its training on purpose; ``flaw["actual"]`` holds the true values. The loaders here
 believe the configuration, as a user of a published model would.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,9 @@ from typing import Any
 import torch
 
 from diffusion_internals import schedules
-from diffusion_internals.denoisers import PREDICTION_TYPES, DiscreteDenoiser
+from diffusion_internals.denoisers import DiscreteDenoiser
+from diffusion_internals.parameterization import PREDICTION_TYPES
+from diffusion_internals.validation import check_choice
 
 __all__ = [
     "CHECKPOINTS",
@@ -60,9 +63,12 @@ def checkpoint_path(name_or_path: str | os.PathLike) -> Path:
     for folder in (CHECKPOINTS / str(name_or_path), Path(name_or_path)):
         if (folder / TRAINING_JSON).is_file():
             return folder
-    raise FileNotFoundError(f"name_or_path={str(name_or_path)!r} is neither a committed checkpoint {checkpoint_names()} "
-                            f"nor a folder with a {TRAINING_JSON} (train one with python -m diffusion_internals.course, "
-                            f"or rebuild the committed ones with scripts/train_models.sh)")
+    raise FileNotFoundError(
+        f"name_or_path={str(name_or_path)!r} is neither a committed checkpoint "
+        f"{checkpoint_names()} nor a folder with a {TRAINING_JSON} (train one with "
+        f"python -m diffusion_internals.course, "
+        f"or rebuild the committed ones with scripts/train_models.sh)"
+    )
 
 
 def read_training_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
@@ -71,29 +77,36 @@ def read_training_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
 
 
 def alphas_cumprod_for(config: dict[str, Any]) -> torch.Tensor:
-    """The float64 alphas_cumprod a training config names: make_betas(schedule) (or its trained_betas when schedule is "custom"), zero-terminal-SNR rescaled if zero_snr (Lin et al. 2023)."""
+    """float64 alphas_cumprod of a config's schedule (or trained_betas), rescaled if zero_snr (Lin et al. 2023)."""
     try:
         kind, zero_snr, steps = config["schedule"], config["zero_snr"], config["num_train_timesteps"]
     except KeyError as missing:
         raise ValueError(f"config must have schedule, zero_snr and num_train_timesteps, missing {missing}") from None
-    betas = torch.tensor(config["trained_betas"], dtype=torch.float64) if kind == "custom" \
+    betas = (
+        torch.tensor(config["trained_betas"], dtype=torch.float64)
+        if kind == "custom"
         else schedules.make_betas(kind, steps)
+    )
     if zero_snr:
         betas = schedules.rescale_zero_terminal_snr(betas)
     return schedules.alphas_cumprod(betas)
 
 
 def ddim_scheduler(config: dict[str, Any]) -> Any:
-    """diffusers' DDIMScheduler for a training config: clip_sample=False; trailing spacing with zero_snr (Lin et al. 2023, Sec. 3.3)."""
+    """diffusers' DDIMScheduler for a training config, clip_sample=False; trailing with zero_snr (Lin et al. 2023)."""
     from diffusers import DDIMScheduler
 
-    if config.get("prediction_type") not in PREDICTION_TYPES:
-        raise ValueError(f"config['prediction_type'] must be one of {list(PREDICTION_TYPES)}, got "
-                         f"{config.get('prediction_type')!r}")
+    check_choice("config['prediction_type']", config.get("prediction_type"), PREDICTION_TYPES)
     kind = config["schedule"]
-    betas: dict[str, Any] = {"beta_schedule": _DIFFUSERS_BETA_SCHEDULES[kind]} if kind in _DIFFUSERS_BETA_SCHEDULES \
-        else {"trained_betas": config["trained_betas"] if kind == "custom"
-              else schedules.make_betas(kind, config["num_train_timesteps"]).tolist()}
+    betas: dict[str, Any] = (
+        {"beta_schedule": _DIFFUSERS_BETA_SCHEDULES[kind]}
+        if kind in _DIFFUSERS_BETA_SCHEDULES
+        else {
+            "trained_betas": config["trained_betas"]
+            if kind == "custom"
+            else schedules.make_betas(kind, config["num_train_timesteps"]).tolist()
+        }
+    )
     return DDIMScheduler(
         num_train_timesteps=config["num_train_timesteps"],
         **betas,
@@ -129,18 +142,21 @@ def load_model(name_or_path: str | os.PathLike) -> tuple[torch.nn.Module, dict[s
     elif class_name == "DigitsClassifier":
         from diffusion_internals.course.models import DigitsClassifier as cls
     else:
-        raise ValueError(f"{folder}/config.json names class {class_name!r}; known: UNet2DModel, TimestepMLP, "
-                         f"DigitsClassifier")
+        raise ValueError(
+            f"{folder}/config.json names class {class_name!r}; known: UNet2DModel, TimestepMLP, DigitsClassifier"
+        )
     model = cls.from_pretrained(folder, low_cpu_mem_usage=False).eval().requires_grad_(False)
     return model, read_training_config(folder)
 
 
 def load_denoiser(name_or_path: str | os.PathLike) -> DiscreteDenoiser:
-    """DiscreteDenoiser(model, alphas_cumprod, prediction_type) built from a checkpoint's training config (Karras et al. 2022, Table 1)."""
+    """DiscreteDenoiser(model, alphas_cumprod, prediction_type, dtype of the weights) of a checkpoint (Karras 2022)."""
     model, config = load_model(name_or_path)
     if "prediction_type" not in config:
         raise ValueError(f"{name_or_path} is not a diffusion model (no prediction_type in its {TRAINING_JSON})")
-    return DiscreteDenoiser(model, alphas_cumprod_for(config), prediction_type=config["prediction_type"])
+    return DiscreteDenoiser(
+        model, alphas_cumprod_for(config), prediction_type=config["prediction_type"], dtype=model.dtype
+    )  # the network runs in its own dtype, whatever the sampler's state
 
 
 def load_classifier(dataset_or_path: str = "digits") -> torch.nn.Module:
