@@ -19,6 +19,7 @@ otherwise the column says "n/a (no checkpoint)".
     python benchmarks/sd_latency.py            # full grid: 5 samplers x 4 step counts x batch 1 and 4
     python benchmarks/sd_latency.py --quick    # 2 samplers, 10 and 20 steps, batch 1, one repeat
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,20 +32,36 @@ from pathlib import Path
 
 import diffusers
 import torch
-
 from _results import write_csv  # benchmarks/_results.py, next to this script
+
 from diffusion_internals import sd
+from diffusion_internals.course.tradeoffs import seconds_per_image
 from diffusion_internals.sampling import NAMED_SAMPLERS
 from diffusion_internals.sd.clip import NO_CHECKPOINT, clip_score, load_clip
 from diffusion_internals.sd.pipelines import MODEL_ENV
-from diffusion_internals.course.tradeoffs import seconds_per_image
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLERS = ["DDIM", "Euler", "Euler a", "DPM++ 2M Karras", "UniPC"]
-PROMPTS = ["a photo of a cat sitting on a wooden table", "an oil painting of a lighthouse at sunset",
-           "a watercolor of a red fox in a snowy forest", "a cinematic photo of an old city street at night"]
-COLUMNS = ["device", "device_name", "pipeline", "dtype", "resolution", "sampler", "steps", "batch", "s_per_image",
-           "s_per_step", "clip_score"]
+# UI sampler names (keys of sampling.NAMED_SAMPLERS); the CSV keeps them in its "sampler" column.
+NAMES = ["DDIM", "Euler", "Euler a", "DPM++ 2M Karras", "UniPC"]
+PROMPTS = [
+    "a photo of a cat sitting on a wooden table",
+    "an oil painting of a lighthouse at sunset",
+    "a watercolor of a red fox in a snowy forest",
+    "a cinematic photo of an old city street at night",
+]
+COLUMNS = [
+    "device",
+    "device_name",
+    "pipeline",
+    "dtype",
+    "resolution",
+    "sampler",
+    "steps",
+    "batch",
+    "s_per_image",
+    "s_per_step",
+    "clip_score",
+]
 
 
 def build(model: str | None, device: torch.device) -> tuple[object, str]:
@@ -66,20 +83,33 @@ def fit(steps: list[int], seconds: list[float]) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samplers", nargs="+", default=SAMPLERS, choices=list(NAMED_SAMPLERS))
+    parser.add_argument(
+        "--samplers",
+        nargs="+",
+        default=NAMES,
+        choices=list(NAMED_SAMPLERS),
+        help="UI sampler names (default: %(default)s)",
+    )
     parser.add_argument("--steps", nargs="+", type=int, default=[10, 20, 30, 50])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true",
-                        help="DDIM and DPM++ 2M Karras, 10 and 20 steps, batch 1, one repeat (a smoke run)")
-    parser.add_argument("--model", default=os.environ.get(MODEL_ENV) or None,
-                        help=f"a checkpoint folder or hub id (default: ${MODEL_ENV}, else no checkpoint)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="DDIM and DPM++ 2M Karras, 10 and 20 steps, batch 1, one repeat (a smoke run)",
+    )
+    parser.add_argument(
+        "--model",
+        default=os.environ.get(MODEL_ENV) or None,
+        help=f"a checkpoint folder or hub id (default: ${MODEL_ENV}, else no checkpoint)",
+    )
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     # One thread on the CPU by default, as benchmarks/sampler_overhead.py: steadier medians on a shared machine.
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads on the CPU (default 1)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="CSV path (default benchmarks/results/sd_latency_<device>.csv)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="CSV path (default benchmarks/results/sd_latency_<device>.csv)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.samplers, args.steps, args.batch_sizes, args.repeats = ["DDIM", "DPM++ 2M Karras"], [10, 20], [1], 1
@@ -98,45 +128,63 @@ def main(argv: list[str] | None = None) -> list[dict]:
         clip = (clip[0].to(device), clip[1])
     threads = torch.get_num_threads()
     cpu = f"CPU, {threads} thread{'s' * (threads != 1)}"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     height = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    print(f"pipeline: {label}; {device} ({name}), {dtype}, {height}x{height}; torch {torch.__version__}, "
-          f"diffusers {diffusers.__version__}; CFG 7.5; median of {args.repeats} after {args.warmup} warm-up")
+    print(
+        f"pipeline: {label}; {device} ({device_name}), {dtype}, {height}x{height}; torch {torch.__version__}, "
+        f"diffusers {diffusers.__version__}; CFG 7.5; median of {args.repeats} after {args.warmup} warm-up"
+    )
     print(f"CLIP score: {'100 x cosine, local CLIP checkpoint' if clip else NO_CHECKPOINT}")
     header = f"{'sampler':>16} {'steps':>5} {'batch':>5} {'s/image':>10} {'s/step':>10}  clip score"
     print(header)
     rows = []
-    for sampler in args.samplers:
-        sd.use_sampler(pipe, sampler)
+    for name in args.samplers:
+        sd.use_sampler(pipe, name)
         for batch in args.batch_sizes:
             prompts = (PROMPTS * batch)[:batch]
             for steps in args.steps:
                 images = []
 
-                def run() -> None:
-                    images[:] = pipe(prompts, num_inference_steps=steps, guidance_scale=7.5,
-                                     generator=torch.Generator().manual_seed(0)).images
+                def run(prompts=prompts, steps=steps, images=images) -> None:  # the loop's values, bound now
+                    images[:] = pipe(
+                        prompts,
+                        num_inference_steps=steps,
+                        guidance_scale=7.5,
+                        generator=torch.Generator().manual_seed(0),
+                    ).images
 
                 seconds = seconds_per_image(run, batch, warmup=args.warmup, repeats=args.repeats, device=device)
                 score = NO_CHECKPOINT if clip is None else f"{clip_score(images, prompts, clip).mean().item():.2f}"
-                row = {"device": device.type, "device_name": name, "pipeline": label,
-                       "dtype": str(dtype).removeprefix("torch."), "resolution": f"{height}x{height}",
-                       "sampler": sampler, "steps": steps, "batch": batch,
-                       "s_per_image": seconds, "s_per_step": seconds / steps, "clip_score": score}
+                row = {
+                    "device": device.type,
+                    "device_name": device_name,
+                    "pipeline": label,
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "resolution": f"{height}x{height}",
+                    "sampler": name,
+                    "steps": steps,
+                    "batch": batch,
+                    "s_per_image": seconds,
+                    "s_per_step": seconds / steps,
+                    "clip_score": score,
+                }
                 rows.append(row)
-                print(f"{sampler:>16} {steps:>5} {batch:>5} {seconds:>10.4f} {seconds / steps:>10.5f}  {score}")
+                print(f"{name:>16} {steps:>5} {batch:>5} {seconds:>10.4f} {seconds / steps:>10.5f}  {score}")
 
     if len(args.steps) > 1:
         print("\nfit over the step counts: s/image = fixed + steps x marginal")
         print(f"{'sampler':>16} {'batch':>5} {'fixed s':>10} {'marginal s/step':>16}")
-        for sampler in args.samplers:
+        for name in args.samplers:
             for batch in args.batch_sizes:
-                mine = [r for r in rows if r["sampler"] == sampler and r["batch"] == batch]
+                mine = [r for r in rows if r["sampler"] == name and r["batch"] == batch]
                 fixed, marginal = fit([r["steps"] for r in mine], [r["s_per_image"] for r in mine])
-                print(f"{sampler:>16} {batch:>5} {fixed:>10.4f} {marginal:>16.5f}")
+                print(f"{name:>16} {batch:>5} {fixed:>10.4f} {marginal:>16.5f}")
 
-    write_csv(out, ({**r, "s_per_image": f"{r['s_per_image']:.5f}", "s_per_step": f"{r['s_per_step']:.6f}"}
-                    for r in rows), COLUMNS)
+    write_csv(
+        out,
+        ({**r, "s_per_image": f"{r['s_per_image']:.5f}", "s_per_step": f"{r['s_per_step']:.6f}"} for r in rows),
+        COLUMNS,
+    )
     return rows
 
 

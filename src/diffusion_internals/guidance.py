@@ -5,14 +5,15 @@ so it composes with every sampler in `diffusion_internals.samplers`.
 
 Where each fix acts, here and in diffusers:
 
-| fix                               | here   | diffusers                        | same result?                                  |
-|-----------------------------------|--------|----------------------------------|-----------------------------------------------|
-| CFG (Ho & Salimans 2022)          | x0_hat | model output (eps or v)          | yes: x0_hat is affine in eps (or v) at fixed x |
-| rescale (Lin et al. 2023, 15-16)  | x0_hat | model output, `rescale_noise_cfg` | no: std(x0_hat) != std(eps); see rescale_cfg  |
-| dynamic thresholding (Imagen)     | x0_hat | x0 inside the scheduler's step   | yes                                           |
-| limited interval (Kynkaanniemi)   | sigma  | (not in diffusers)               | parameterisation-free                          |
-| APG (Sadat et al. 2024)           | x0_hat | the paper's choice, on x0        | -                                             |
+| fix                             | here   | diffusers                       | same result?                            |
+|---------------------------------|--------|---------------------------------|-----------------------------------------|
+| CFG (Ho & Salimans 2022)        | x0_hat | model output (eps or v)         | yes: x0_hat is affine in eps at fixed x |
+| rescale (Lin et al. 2023)       | x0_hat | eps (or v), `rescale_noise_cfg` | no: std(x0_hat) != std(eps)             |
+| dynamic thresholding (Imagen)   | x0_hat | x0 in the scheduler's step      | yes                                     |
+| limited interval (Kynkaanniemi) | sigma  | (not in diffusers)              | parameterisation-free                   |
+| APG (Sadat et al. 2024)         | x0_hat | the paper's choice, on x0       | -                                       |
 """
+
 from __future__ import annotations
 
 import math
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from diffusion_internals.utils import broadcast_like
+from diffusion_internals.validation import check_real
 
 __all__ = [
     "cfg",
@@ -34,37 +36,37 @@ __all__ = [
     "CFGDenoiser",
 ]
 
-Scale = float | Callable[[torch.Tensor], torch.Tensor]
+# The guidance strength, named as in diffusers: a number, or a function of sigma (guidance_scale_schedule).
+GuidanceScale = float | Callable[[torch.Tensor], torch.Tensor]
+_ALLOWED_SCALE = "value >= 0 (1 = no guidance, 0 = unconditional)"
 
 
-def _check_scale(scale: float) -> float:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
-        raise ValueError(f"scale must be a finite number >= 0 (1 = no guidance, 0 = unconditional), got {scale!r}")
-    return float(scale)
+def _check_guidance_scale(guidance_scale: object, allowed: str = _ALLOWED_SCALE) -> float:
+    return check_real("guidance_scale", guidance_scale, lambda v: v >= 0, allowed)
 
 
 def _per_sample_dims(x: torch.Tensor) -> list[int]:
     return list(range(1, x.ndim))  # every dimension but the batch
 
 
-def cfg(uncond: torch.Tensor, cond: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
-    """uncond + scale * (cond - uncond) (Ho & Salimans 2022, eq. 6 with scale = 1 + w)."""
-    # The paper writes (1 + w) * cond - w * uncond: scale = 1 + w, so w = 0 (scale 1) is the conditional model.
-    # Code that calls its argument `cond_scale` and computes uncond + (cond - uncond) * cond_scale uses this
-    # scale; code that computes cond + (cond - uncond) * w uses the paper's w = scale - 1.
-    if isinstance(scale, torch.Tensor):
-        if bool((scale < 0).any()):
-            raise ValueError(f"scale must be >= 0, got {scale.min().item()}")
-        scale = broadcast_like(scale, cond, name="scale").to(cond.dtype)
+def cfg(uncond: torch.Tensor, cond: torch.Tensor, guidance_scale: float | torch.Tensor) -> torch.Tensor:
+    """uncond + guidance_scale * (cond - uncond) (Ho & Salimans 2022, eq. 6 with guidance_scale = 1 + w)."""
+    # The paper writes (1 + w) * cond - w * uncond: guidance_scale = 1 + w, so w = 0 (guidance_scale 1) is the
+    # conditional model, as diffusers' guidance_scale. Code that computes cond + (cond - uncond) * w uses the
+    # paper's w = guidance_scale - 1.
+    if isinstance(guidance_scale, torch.Tensor):
+        if bool((guidance_scale < 0).any()):
+            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale.min().item()}")
+        guidance_scale = broadcast_like(guidance_scale, cond, name="guidance_scale").to(cond.dtype)
     else:
-        scale = _check_scale(scale)
+        guidance_scale = _check_guidance_scale(guidance_scale)
     if uncond.shape != cond.shape:
         raise ValueError(f"uncond and cond must have the same shape, got {tuple(uncond.shape)} and {tuple(cond.shape)}")
-    return torch.lerp(uncond, cond, scale)  # exact at scale 0 (uncond) and scale 1 (cond)
+    return torch.lerp(uncond, cond, guidance_scale)  # exact at 0 (uncond) and 1 (cond)
 
 
 def rescale_cfg(guided: torch.Tensor, cond: torch.Tensor, phi: float = 0.7) -> torch.Tensor:
-    """Rescale the guided prediction to the conditional one's per-sample std, mixed by phi (Lin et al. 2023, eqs. 15-16)."""
+    """The guided prediction rescaled to the conditional one's per-sample std, mixed by phi (Lin et al. 2023, 15-16)."""
     # Applied to x0_hat this is not the same as diffusers' rescale of eps: std(x - sigma * eps) != sigma * std(eps)
     # because x and eps are correlated. Both are per-sample std matches; on x0_hat it targets brightness directly.
     if isinstance(phi, bool) or not isinstance(phi, (int, float)) or not 0 <= phi <= 1:
@@ -79,7 +81,7 @@ def rescale_cfg(guided: torch.Tensor, cond: torch.Tensor, phi: float = 0.7) -> t
 
 
 def dynamic_threshold(x0: torch.Tensor, percentile: float = 0.995, max_value: float = 1.0) -> torch.Tensor:
-    """Clip x0 to [-s, s] and divide by s, s = clamp(percentile of |x0|, 1, max_value) per sample (Saharia et al. 2022, Sec. 2.3)."""
+    """x0 clipped to [-s, s], over s = clamp(percentile of |x0|, 1, max_value) per sample (Saharia et al. 2022)."""
     # With max_value = 1 (diffusers' default sample_max_value) s is always 1: static clipping to [-1, 1].
     # Imagen's dynamic thresholding lets s grow: use max_value > 1 (DeepFloyd IF uses 1.5).
     if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile <= 1:
@@ -109,7 +111,7 @@ def _check_interval(interval: tuple[float, float]) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class APG:
-    """Settings of adaptive projected guidance (Sadat et al. 2024, Algorithm 1): eta, norm threshold r, momentum beta."""
+    """Settings of adaptive projected guidance (Sadat et al. 2024, Algorithm 1): eta, norm threshold r, momentum."""
 
     eta: float = 0.0
     norm_threshold: float | None = None
@@ -121,7 +123,9 @@ class APG:
         if self.norm_threshold is not None and not self.norm_threshold > 0:
             raise ValueError(f"norm_threshold must be None or > 0, got {self.norm_threshold!r}")
         if not isinstance(self.momentum, (int, float)) or not -1 < self.momentum < 1:
-            raise ValueError(f"momentum must be a number in (-1, 1) (the paper uses negative values), got {self.momentum!r}")
+            raise ValueError(
+                f"momentum must be a number in (-1, 1) (the paper uses negative values), got {self.momentum!r}"
+            )
 
 
 def apg_delta(
@@ -143,15 +147,17 @@ def apg_delta(
 
 
 def guidance_scale_schedule(
-    scale: float, *, kind: str = "constant", sigma_min: float, sigma_max: float, increasing: bool = False
+    guidance_scale: float, *, kind: str = "constant", sigma_min: float, sigma_max: float, increasing: bool = False
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A guidance scale that varies with sigma: constant, or a linear or cosine ramp in log sigma from 1 to scale."""
-    scale = _check_scale(scale)
+    """A guidance_scale varying with sigma: constant, or a linear or cosine ramp in log sigma from 1 to its value."""
+    guidance_scale = _check_guidance_scale(guidance_scale)
     kinds = ("constant", "linear", "cosine")
     if kind not in kinds:
         raise ValueError(f"kind must be one of {list(kinds)}, got {kind!r}")
     if not 0 < sigma_min < sigma_max:
-        raise ValueError(f"sigma_min and sigma_max must satisfy 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        raise ValueError(
+            f"sigma_min and sigma_max must satisfy 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}"
+        )
     log_min, log_max = math.log(sigma_min), math.log(sigma_max)
 
     def schedule(sigma: torch.Tensor) -> torch.Tensor:
@@ -159,25 +165,25 @@ def guidance_scale_schedule(
         # u = 0 at sigma_max (start of sampling) and 1 at sigma_min (end), clipped outside the range.
         u = ((log_max - sigma.clamp_min(sigma_min).log()) / (log_max - log_min)).clamp(0.0, 1.0)
         if not increasing:
-            u = 1 - u  # full scale at high noise, fading to 1 at the end
+            u = 1 - u  # full guidance_scale at high noise, fading to 1 at the end
         if kind == "constant":
             weight = torch.ones_like(u)
         elif kind == "linear":
             weight = u
         else:
             weight = 0.5 * (1 - torch.cos(math.pi * u))
-        return 1 + (scale - 1) * weight
+        return 1 + (guidance_scale - 1) * weight
 
     return schedule
 
 
 class CFGDenoiser:
-    """Classifier-free guidance around a denoiser, in one batched call per step (Ho & Salimans 2022), with optional fixes."""
+    """Classifier-free guidance around a denoiser, one batched call per step, optional fixes (Ho & Salimans 2022)."""
 
     def __init__(
         self,
         denoiser: Callable[..., torch.Tensor],
-        scale: Scale,
+        guidance_scale: GuidanceScale,
         *,
         uncond: dict[str, torch.Tensor],
         rescale: float = 0.0,
@@ -186,11 +192,13 @@ class CFGDenoiser:
         interval: tuple[float, float] | None = None,
         apg: APG | None = None,
     ) -> None:
-        if not callable(scale):
-            _check_scale(scale)
+        if not callable(guidance_scale):
+            _check_guidance_scale(guidance_scale, _ALLOWED_SCALE + ", or a function of sigma")
         if not isinstance(uncond, dict) or not uncond:
-            raise ValueError("uncond must be a non-empty dict of the conditioning arguments of the unconditional pass, "
-                             "e.g. {'class_labels': null_label} or {'encoder_hidden_states': empty_prompt_embedding}")
+            raise ValueError(
+                "uncond must be a non-empty dict of the conditioning arguments of the unconditional pass, "
+                "e.g. {'class_labels': null_label} or {'encoder_hidden_states': empty_prompt_embedding}"
+            )
         if isinstance(rescale, bool) or not isinstance(rescale, (int, float)) or not 0 <= rescale <= 1:
             raise ValueError(f"rescale (phi) must be a number in [0, 1], got {rescale!r}")
         if threshold is not None:
@@ -199,7 +207,7 @@ class CFGDenoiser:
             _check_interval(interval)
         if apg is not None and not isinstance(apg, APG):
             raise ValueError(f"apg must be None or an APG(...) settings object, got {type(apg).__name__}")
-        self.denoiser, self.scale, self.uncond = denoiser, scale, uncond
+        self.denoiser, self.guidance_scale, self.uncond = denoiser, guidance_scale, uncond
         self.rescale, self.threshold, self.threshold_max_value = rescale, threshold, threshold_max_value
         self.interval, self.apg = interval, apg
         # APG's momentum needs the previous step's difference: the only state, reset at every new trajectory
@@ -227,9 +235,9 @@ class CFGDenoiser:
         """Forget APG's running average (done automatically when sigma increases, i.e. a new sampling run)."""
         self._running, self._last_sigma = None, math.inf
 
-    def _scale_at(self, sigma: torch.Tensor) -> torch.Tensor:
-        scale = self.scale(sigma) if callable(self.scale) else torch.full_like(sigma, float(self.scale))
-        return scale.to(torch.float64)
+    def _guidance_scale_at(self, sigma: torch.Tensor) -> torch.Tensor:
+        scale = self.guidance_scale
+        return (scale(sigma) if callable(scale) else torch.full_like(sigma, float(scale))).to(torch.float64)
 
     def _both(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(uncond, cond) predictions from one batched call of the wrapped denoiser."""
@@ -246,14 +254,16 @@ class CFGDenoiser:
         out = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), **merged)  # (2B, ...)
         return out[:batch], out[batch:]
 
-    def guided_and_uncond(self, x: torch.Tensor, sigma: float | torch.Tensor, **cond) -> tuple[torch.Tensor, torch.Tensor]:
+    def guided_and_uncond(
+        self, x: torch.Tensor, sigma: float | torch.Tensor, **cond
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The guided x0_hat and the unconditional x0_hat (CFG++ renoises with the latter: Chung et al. 2024)."""
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])  # (B,)
         if self.interval is not None and not bool(in_interval(sigma, self.interval).any()):
             d_cond = self.denoiser(x, sigma, **cond)  # no guidance anywhere in the batch: one pass
             return d_cond, d_cond
         d_uncond, d_cond = self._both(x, sigma, cond)
-        scale = self._scale_at(sigma)  # (B,)
+        scale = self._guidance_scale_at(sigma)  # (B,)
         if self.interval is not None:
             scale = torch.where(in_interval(sigma, self.interval), scale, torch.ones_like(scale))
         if self.apg is None:

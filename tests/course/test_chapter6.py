@@ -4,6 +4,7 @@ Oracles: the closed forms of the eps and v parameterisations (Salimans & Ho 2022
 Table 1), Stable Diffusion's published scheduler values as quoted by Lin et al. 2023 (sqrt(alpha_bar_T) =
 0.068265, SNR(T) = 0.004682), diffusers' own scheduler configs and timesteps.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,7 +65,8 @@ def test_eps_and_v_readings_of_one_output_are_the_closed_forms():
         eps = DiscreteDenoiser(network, alphas_cumprod, prediction_type="epsilon")(x_sigma, sigma)
         v = DiscreteDenoiser(network, alphas_cumprod, prediction_type="v_prediction")(x_sigma, sigma)
         torch.testing.assert_close(eps, x_sigma - sigma * output, rtol=1e-6, atol=1e-5)
-        torch.testing.assert_close(v, x_sigma / (1 + sigma**2) - sigma / math.sqrt(1 + sigma**2) * output,
-                                   rtol=1e-6, atol=1e-5)
+        torch.testing.assert_close(
+            v, x_sigma / (1 + sigma**2) - sigma / math.sqrt(1 + sigma**2) * output, rtol=1e-6, atol=1e-5
+        )
         gaps.append(((eps - v).norm() / eps.norm()).item())
     assert gaps == sorted(gaps) and gaps[0] < 2e-2 and gaps[-1] > 0.9, gaps

@@ -5,23 +5,22 @@ schedule and prediction type they were built for), the training loss of chapter 
 (`training.loss_by_timestep`, in the units of each target), closed-form schedules, and the
 committed checkpoints whose true configuration is recorded in training.json["flaw"].
 """
+
 from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from types import SimpleNamespace
 
 import nbformat
 import pytest
 import torch
-
 from support import ROOT
-from diffusion_internals.course import checkpoints, training
+
 from diffusion_internals import schedules
+from diffusion_internals.course import checkpoints, training
 from diffusion_internals.course.data import load_dataset
-from diffusion_internals.guidance import CFGDenoiser
 from diffusion_internals.course.metrics import clipping_fraction
 from diffusion_internals.course.models import TimestepMLP
 from diffusion_internals.course.production import (
@@ -29,13 +28,13 @@ from diffusion_internals.course.production import (
     DEFAULT_LOG_SNRS,
     MAX_GUIDANCE,
     NULL_RATIO_THRESHOLD,
-    Diagnosis,
     SamplingConfig,
     diagnose,
     eps_error_by_noise_level,
     slider_config,
     timestep_for,
 )
+from diffusion_internals.guidance import CFGDenoiser
 from diffusion_internals.sampling import sample_by_name
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,8 +53,9 @@ class GaussianNet(torch.nn.Module):
     With class labels, the null label gets the optimal network for the wrong data std (an untrained null label).
     """
 
-    def __init__(self, alphas_cumprod: torch.Tensor, prediction_type: str, *, std: float = 0.5,
-                 conditional: bool = False) -> None:
+    def __init__(
+        self, alphas_cumprod: torch.Tensor, prediction_type: str, *, std: float = 0.5, conditional: bool = False
+    ) -> None:
         super().__init__()
         self.abar, self.prediction_type, self.std = alphas_cumprod.double(), prediction_type, std
         if conditional:
@@ -80,8 +80,16 @@ def gaussian_case(schedule: str, prediction_type: str, *, conditional: bool = Fa
     return GaussianNet(abar, prediction_type, conditional=conditional), x0, labels
 
 
-@pytest.mark.parametrize("truth", [("linear", "epsilon"), ("cosine", "v_prediction"), ("sqrt", "sample"),
-                                   ("scaled_linear", "epsilon"), ("cosine", "epsilon")])
+@pytest.mark.parametrize(
+    "truth",
+    [
+        ("linear", "epsilon"),
+        ("cosine", "v_prediction"),
+        ("sqrt", "sample"),
+        ("scaled_linear", "epsilon"),
+        ("cosine", "epsilon"),
+    ],
+)
 @pytest.mark.parametrize("claim", [("cosine", "epsilon"), ("linear", "v_prediction")])
 def test_diagnose_finds_the_schedule_and_prediction_type_an_exact_network_was_built_for(truth, claim):
     net, x0, _ = gaussian_case(*truth)
@@ -89,8 +97,9 @@ def test_diagnose_finds_the_schedule_and_prediction_type_an_exact_network_was_bu
     report = diagnose(net, config, x0, None, generator=gen(0))
     assert (report.trained_schedule, report.trained_prediction_type) == truth, report.errors
     assert (report.claimed_schedule, report.claimed_prediction_type) == claim
-    expected = tuple(name for name, wrong in (("schedule", truth[0] != claim[0]),
-                                              ("prediction_type", truth[1] != claim[1])) if wrong)
+    expected = tuple(
+        name for name, wrong in (("schedule", truth[0] != claim[0]), ("prediction_type", truth[1] != claim[1])) if wrong
+    )
     assert report.findings == expected and report.ok == (not expected)
     assert report.null_label_ratio is None  # an unconditional network
     assert set(report.errors) == {(s, p) for s in CANDIDATE_SCHEDULES for p in ("epsilon", "v_prediction", "sample")}
@@ -151,8 +160,9 @@ def test_eps_error_at_a_schedules_own_levels_is_the_training_loss_in_eps_units(p
     timesteps = torch.tensor([0, 13, 50, 98])
     noise = torch.randn(x0.shape, generator=gen(3))  # what loss_by_timestep draws from gen(3)
     got = eps_error_by_noise_level(model, x0, noise, abar[timesteps], abar, prediction_type=prediction_type)
-    loss = training.loss_by_timestep(model, x0, timesteps, abar.float(), prediction_type=prediction_type,
-                                     generator=gen(3))
+    loss = training.loss_by_timestep(
+        model, x0, timesteps, abar.float(), prediction_type=prediction_type, generator=gen(3)
+    )
     a = abar[timesteps]
     # eps_hat - eps = sqrt(a) (v_hat - v) = sqrt(a / (1 - a)) (x0 - x0_hat) (Salimans & Ho 2022, Sec. 4)
     factor = {"epsilon": torch.ones_like(a), "v_prediction": a, "sample": a / (1 - a)}[prediction_type]
@@ -165,12 +175,26 @@ def test_comparing_at_one_timestep_instead_of_one_noise_level_can_blame_the_wron
     # noise level, and the exact linear network is then more accurate on the sqrt schedule's (easier) inputs.
     net, x0, _ = gaussian_case("linear", "epsilon")
     timesteps, noise = torch.linspace(0, 999, 10).round().long(), torch.randn(x0.shape, generator=gen(0))
-    per_timestep = {name: float(training.loss_by_timestep(
-        net, x0, timesteps, schedules.alphas_cumprod(schedules.make_betas(name, 1000)).float(), generator=gen(0)).mean())
-        for name in CANDIDATE_SCHEDULES}
-    per_level = {name: float(eps_error_by_noise_level(
-        net, x0, noise, torch.sigmoid(DEFAULT_LOG_SNRS), schedules.alphas_cumprod(schedules.make_betas(name, 1000))).mean())
-        for name in CANDIDATE_SCHEDULES}
+    per_timestep = {
+        name: float(
+            training.loss_by_timestep(
+                net, x0, timesteps, schedules.alphas_cumprod(schedules.make_betas(name, 1000)).float(), generator=gen(0)
+            ).mean()
+        )
+        for name in CANDIDATE_SCHEDULES
+    }
+    per_level = {
+        name: float(
+            eps_error_by_noise_level(
+                net,
+                x0,
+                noise,
+                torch.sigmoid(DEFAULT_LOG_SNRS),
+                schedules.alphas_cumprod(schedules.make_betas(name, 1000)),
+            ).mean()
+        )
+        for name in CANDIDATE_SCHEDULES
+    }
     assert min(per_timestep, key=per_timestep.get) != "linear", per_timestep
     assert min(per_level, key=per_level.get) == "linear", per_level
 
@@ -183,13 +207,37 @@ def test_eps_error_and_diagnose_reject_bad_input_with_the_parameter_named():
         (lambda: eps_error_by_noise_level(model, x0, x0, torch.tensor([1.0]), abar), "alpha_bars"),
         (lambda: eps_error_by_noise_level(model, x0, x0, torch.tensor([[0.5]]), abar), "alpha_bars"),
         (lambda: eps_error_by_noise_level(model, x0, torch.zeros(4, 3), abar[[1]], abar), "noise"),
-        (lambda: diagnose(model, {"schedule": "linear", "prediction_type": "epsilon", "num_train_timesteps": 10}, x0,
-                          None, log_snrs=torch.tensor([float("nan")])), "log_snrs"),
+        (
+            lambda: diagnose(
+                model,
+                {"schedule": "linear", "prediction_type": "epsilon", "num_train_timesteps": 10},
+                x0,
+                None,
+                log_snrs=torch.tensor([float("nan")]),
+            ),
+            "log_snrs",
+        ),
         (lambda: diagnose(model, {"schedule": "linear", "num_train_timesteps": 10}, x0, None), "prediction_type"),
-        (lambda: diagnose(model, {"schedule": "linear", "prediction_type": "epsilon", "num_train_timesteps": 10}, x0,
-                          None, candidates="linear"), "candidates"),
-        (lambda: diagnose(model, {"schedule": "linear", "prediction_type": "epsilon", "num_train_timesteps": 10}, x0,
-                          None, null_ratio_threshold=0.5), "null_ratio_threshold"),
+        (
+            lambda: diagnose(
+                model,
+                {"schedule": "linear", "prediction_type": "epsilon", "num_train_timesteps": 10},
+                x0,
+                None,
+                candidates="linear",
+            ),
+            "candidates",
+        ),
+        (
+            lambda: diagnose(
+                model,
+                {"schedule": "linear", "prediction_type": "epsilon", "num_train_timesteps": 10},
+                x0,
+                None,
+                null_ratio_threshold=0.5,
+            ),
+            "null_ratio_threshold",
+        ),
     ]
     for call, name in cases:
         with pytest.raises(ValueError, match=name):
@@ -206,6 +254,7 @@ def committed(name: str, n: int = 24):
     return net, config, test.images[pick], test.labels[pick]
 
 
+@pytest.mark.slow  # diagnoses a committed checkpoint: 20-30 s on one thread
 def test_diagnose_finds_that_the_client_model_was_trained_linear_as_its_flaw_record_says():
     net, config, x0, labels = committed("colour-digits-client")
     shipped = {k: v for k, v in config.items() if k != "flaw"}
@@ -219,9 +268,13 @@ def test_diagnose_finds_that_the_client_model_was_trained_linear_as_its_flaw_rec
     assert diagnose(net, report.corrected(shipped), x0, labels, generator=gen(0)).ok
 
 
+@pytest.mark.slow  # diagnoses three committed checkpoints: 10-20 s on one thread
 def test_diagnose_flags_the_model_trained_without_label_dropout_and_passes_honest_ones():
-    for name, findings in (("digits-cosine-eps-no-dropout", ("label_dropout",)), ("digits-linear-v-zsnr", ()),
-                           ("colour-digits-cosine-eps", ())):
+    for name, findings in (
+        ("digits-cosine-eps-no-dropout", ("label_dropout",)),
+        ("digits-linear-v-zsnr", ()),
+        ("colour-digits-cosine-eps", ()),
+    ):
         net, config, x0, labels = committed(name, n=16)
         report = diagnose(net, config, x0, labels, generator=gen(0))
         assert report.findings == findings, (name, report.null_label_ratio, report.errors)
@@ -230,13 +283,16 @@ def test_diagnose_flags_the_model_trained_without_label_dropout_and_passes_hones
 # ----------------------------------------------------------------------------- the slider
 
 
-@pytest.mark.parametrize("scale, rescale, threshold", [
-    (0, 0.0, None), (0.5, 0.0, None), (1, 0.0, None), (4.0, 0.25, 0.995), (7, 0.5, 0.995), (2.2, 0.1, 0.995)])
-def test_slider_config_on_known_inputs(scale, rescale, threshold):
-    config = slider_config(scale)
-    assert isinstance(config, SamplingConfig) and type(config.scale) is float and config.scale == scale
+@pytest.mark.parametrize(
+    "guidance_scale, rescale, threshold",
+    [(0, 0.0, None), (0.5, 0.0, None), (1, 0.0, None), (4.0, 0.25, 0.995), (7, 0.5, 0.995), (2.2, 0.1, 0.995)],
+)
+def test_slider_config_on_known_inputs(guidance_scale, rescale, threshold):
+    config = slider_config(guidance_scale)
+    assert isinstance(config, SamplingConfig) and type(config.guidance_scale) is float
+    assert config.guidance_scale == guidance_scale
     assert config.rescale == pytest.approx(rescale, abs=1e-12) and config.threshold == threshold
-    assert (config.threshold_max_value, config.sampler, config.steps) == (1.5, "DPM++ 2M Karras", 20)
+    assert (config.threshold_max_value, config.name, config.steps) == (1.5, "DPM++ 2M Karras", 20)
 
 
 def test_slider_fixes_grow_with_the_scale_and_stop_at_the_cap():
@@ -247,17 +303,19 @@ def test_slider_fixes_grow_with_the_scale_and_stop_at_the_cap():
 
 @pytest.mark.parametrize("bad", [-1e-9, -3, 7.000001, 8, 1e9, float("nan"), float("inf"), True, "5", None, [3.0]])
 def test_slider_rejects_scales_off_the_slider_rather_than_clamping(bad):
-    with pytest.raises(ValueError, match=re.escape(f"scale must")) as error:
+    with pytest.raises(ValueError, match="guidance_scale must") as error:
         slider_config(bad)
     assert f"{MAX_GUIDANCE}" in str(error.value) and "[0, " in str(error.value)
 
 
-def test_slider_rejects_unknown_samplers_and_bad_step_counts():
-    with pytest.raises(ValueError, match="sampler"):
-        slider_config(3.0, sampler="DPM++ 9M")
-    with pytest.raises(ValueError, match="steps"):
+def test_slider_rejects_unknown_sampler_names_and_bad_step_counts():
+    with pytest.raises(ValueError, match=r"name must be one of .*'DPM\+\+ 2M Karras'.*got 'DPM\+\+ 9M'"):
+        slider_config(3.0, name="DPM++ 9M")
+    with pytest.raises(ValueError, match="name must be one of"):
+        slider_config(3.0, name="dpmpp_2m")  # a key of sampling.SAMPLERS is not a UI name
+    with pytest.raises(ValueError, match="steps must be an int >= 1, got 0"):
         slider_config(3.0, steps=0)
-    assert slider_config(3.0, sampler="DDIM", steps=50).sampler == "DDIM"
+    assert slider_config(3.0, name="DDIM", steps=50).name == "DDIM"
 
 
 def test_slider_config_guides_with_its_fixes_and_tames_clipping_on_the_client_model():
@@ -270,28 +328,30 @@ def test_slider_config_guides_with_its_fixes_and_tames_clipping_on_the_client_mo
     null = {"class_labels": torch.tensor([10])}
     guided = config.guided(denoiser, null)
     assert isinstance(guided, CFGDenoiser)
-    assert (guided.scale, guided.rescale, guided.threshold, guided.threshold_max_value) == (7.0, 0.5, 0.995, 1.5)
+    assert (guided.guidance_scale, guided.rescale) == (7.0, 0.5)
+    assert (guided.threshold, guided.threshold_max_value) == (0.995, 1.5)
     labels = torch.arange(10).repeat(2)
 
     def draw(d):
-        return sample_by_name(d, (20, 3, 16, 16), "DPM++ 2M Karras", steps=8, generator=gen(0),
-                              extra_args={"class_labels": labels})
+        return sample_by_name(
+            d, (20, 3, 16, 16), "DPM++ 2M Karras", steps=8, generator=gen(0), extra_args={"class_labels": labels}
+        )
 
     plain = CFGDenoiser(denoiser, 7.0, uncond=null)
     # Package numbers (training.json): plain CFG 7 clips 11% of values, the test split none.
     assert clipping_fraction(draw(guided)) < 0.02 < 0.05 < clipping_fraction(draw(plain))
 
 
-# ----------------------------------------------------------------------------- grading: a wrong diagnosis loses its points
+# ------------------------------------------------------------------- grading: a wrong diagnosis loses its points
 
 NOTEBOOK = ROOT / "solutions" / "project_c_production" / "project_c_production.ipynb"
 WRONG_DIAGNOSES = {
     # Believes the model card: no measurement at all.
-    "trusts the config": '''
+    "trusts the config": """
 def diagnose(model, config, x0, class_labels, log_snrs=None, generator=None, sampling_steps=50):
     return Diagnosis(config["schedule"], config["schedule"], config["prediction_type"], config["prediction_type"], 1.0,
                      0.0, 0.0, (), {(s, p): 0.0 for s in CANDIDATE_SCHEDULES for p in PREDICTION_TYPES})
-''',
+""",
     # Measures every hypothesis as if the network predicted eps: the prediction type can never be found.
     "reads every network as eps": None,
 }
@@ -306,7 +366,7 @@ def wrong_reading_every_network_as_eps(source: str) -> str:
 
 @pytest.mark.slow
 def test_a_wrong_diagnosis_loses_the_diagnosis_points_and_nothing_else():
-    """nbgrader gives a graded code cell its points iff it runs without error; this runs the diagnosis cells that way."""
+    """nbgrader gives a graded code cell its points iff it runs without error; this runs the diagnosis cells so."""
     from nbclient import NotebookClient
 
     source = nbformat.read(NOTEBOOK, as_version=4)
@@ -320,8 +380,9 @@ def test_a_wrong_diagnosis_loses_the_diagnosis_points_and_nothing_else():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c.source) for c in cells])
     start = time.perf_counter()
     kernel = os.environ.get("DIFFUSION_INTERNALS_KERNEL", "diffusion-internals-grading")  # as nbgrader_config.py
-    NotebookClient(nb, kernel_name=kernel, timeout=300, allow_errors=True,
-                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    NotebookClient(
+        nb, kernel_name=kernel, timeout=300, allow_errors=True, resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
     failed = [any(o.output_type == "error" for o in c.outputs) for c in nb.cells]
     errors = ["".join(o.get("evalue", "") for o in c.outputs if o.output_type == "error") for c in nb.cells]
     assert not any(failed[:5]), f"the reference solution lost points: {errors[:5]}"
@@ -330,6 +391,8 @@ def test_a_wrong_diagnosis_loses_the_diagnosis_points_and_nothing_else():
         test_cell = 6 + 2 * k
         score[name] = points["test_eps_error"] + (0 if failed[test_cell] else points["test_diagnose"])
         assert failed[test_cell], f"{name}: the diagnosis test passed a wrong diagnosis"
-        assert "expected" in errors[test_cell] and "got" in errors[test_cell], f"{name}: unhelpful feedback {errors[test_cell]!r}"
+        assert "expected" in errors[test_cell] and "got" in errors[test_cell], (
+            f"{name}: unhelpful feedback {errors[test_cell]!r}"
+        )
     assert score == {"reference": 7, "trusts the config": 3, "reads every network as eps": 3}
     assert time.perf_counter() - start < 240

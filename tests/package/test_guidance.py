@@ -1,4 +1,5 @@
 """Classifier-free guidance and its fixes, against diffusers and exact class-conditional denoisers."""
+
 from __future__ import annotations
 
 import math
@@ -43,8 +44,9 @@ class Counting:
 def mixture():
     """Two classes in 2-D, overlapping: class 0 around (-0.5, 0), class 1 around (0.5, 0)."""
     means = torch.tensor([[-0.5, 0.0], [0.5, 0.0]], dtype=torch.float64)
-    return GaussianMixtureDenoiser(means, torch.tensor([0.5, 0.5], dtype=torch.float64),
-                                   torch.tensor([0.5, 0.5], dtype=torch.float64))
+    return GaussianMixtureDenoiser(
+        means, torch.tensor([0.5, 0.5], dtype=torch.float64), torch.tensor([0.5, 0.5], dtype=torch.float64)
+    )
 
 
 # ---------------------------------------------------------------------------- the formulas, against diffusers
@@ -152,11 +154,25 @@ def test_guidance_scale_schedules():
     torch.testing.assert_close(cosine(sigma), torch.tensor([1.0, 4.0, 7.0], dtype=torch.float64))
 
 
+def test_guidance_scale_is_one_keyword_everywhere(mixture):
+    # diffusers' name for the guidance strength, the keyword of every function that takes one.
+    uncond, cond = randn(4, 7, seed=6), randn(4, 7, seed=7)
+    torch.testing.assert_close(cfg(uncond, cond, guidance_scale=3.0), 3.0 * cond - 2.0 * uncond)
+    ramp = guidance_scale_schedule(guidance_scale=7.0, kind="linear", sigma_min=0.1, sigma_max=10.0)
+    guided = CFGDenoiser(mixture, guidance_scale=ramp, uncond={"class_labels": NULL})
+    assert guided.guidance_scale is ramp
+    x, labels = randn(3, 2, seed=19), torch.tensor([0, 1, 1])
+    sigma = torch.tensor([10.0, 1.0, 0.1], dtype=torch.float64)  # the ramp's 7, 4 and 1 (middle in log sigma)
+    d_u, d_c = mixture(x, sigma, class_labels=NULL.expand(3)), mixture(x, sigma, class_labels=labels)
+    expected = d_u + torch.tensor([[7.0], [4.0], [1.0]], dtype=torch.float64) * (d_c - d_u)
+    torch.testing.assert_close(guided(x, sigma, class_labels=labels), expected)
+
+
 # ---------------------------------------------------------------------------- what guidance does to samples
 
 
-def guided_samples(mixture, scale, *, n=4000, rescale=0.0, label=1, seed=0):
-    guided = CFGDenoiser(mixture, scale, uncond={"class_labels": NULL}, rescale=rescale)
+def guided_samples(mixture, guidance_scale, *, n=4000, rescale=0.0, label=1, seed=0):
+    guided = CFGDenoiser(mixture, guidance_scale, uncond={"class_labels": NULL}, rescale=rescale)
     sigmas = schedules.sigmas_karras(40, 0.002, 40.0)
     x = randn(n, 2, seed=seed) * math.sqrt(40.0**2 + 1)  # the noised data at sigma_max has variance s^2 + 40^2
     # Heun (second order) with 40 steps: its discretisation error is far below the sampling error at n = 4000.
@@ -165,8 +181,8 @@ def guided_samples(mixture, scale, *, n=4000, rescale=0.0, label=1, seed=0):
 
 def test_larger_scales_pull_samples_to_their_class_and_shrink_the_spread(mixture):
     means, spreads, accuracies, across = [], [], [], []
-    for scale in (1.0, 3.0, 7.0):
-        samples = guided_samples(mixture, scale)
+    for guidance_scale in (1.0, 3.0, 7.0):
+        samples = guided_samples(mixture, guidance_scale)
         means.append(samples[:, 0].mean().item())  # along the axis that separates the classes
         spreads.append(samples[:, 0].std().item())
         across.append(samples[:, 1].std().item())  # the classes agree across it
@@ -207,8 +223,13 @@ def test_cfgpp_step_equals_the_papers_ddim_form(mixture):
     guided = CFGDenoiser(mixture, lam, uncond={"class_labels": NULL})
     x = randn(3, 2, seed=17) * sigma
     steps = []
-    sample_ddim_cfgpp(guided, x, torch.tensor([sigma, sigma_next, 0.0], dtype=torch.float64),
-                      extra_args={"class_labels": labels}, callback=lambda **kw: steps.append(kw["x"]))
+    sample_ddim_cfgpp(
+        guided,
+        x,
+        torch.tensor([sigma, sigma_next, 0.0], dtype=torch.float64),
+        extra_args={"class_labels": labels},
+        callback=lambda **kw: steps.append(kw["x"]),
+    )
     # VP view: x_vp = sqrt(abar) x, abar = 1 / (1 + sigma^2); eps from the unconditional x0 prediction.
     abar, abar_next = 1 / (1 + sigma**2), 1 / (1 + sigma_next**2)
     x_vp = math.sqrt(abar) * x
@@ -226,8 +247,9 @@ def test_cfgpp_without_a_condition_effect_is_plain_euler(mixture):
     guided = CFGDenoiser(blind, 0.8, uncond={"class_labels": NULL})
     sigmas = schedules.sigmas_karras(10, 0.01, 10.0)
     x, labels = randn(5, 2, seed=18) * 10, torch.zeros(5, dtype=torch.long)
-    torch.testing.assert_close(sample_euler_cfgpp(guided, x, sigmas, extra_args={"class_labels": labels}),
-                               sample_euler(mixture, x, sigmas))
+    torch.testing.assert_close(
+        sample_euler_cfgpp(guided, x, sigmas, extra_args={"class_labels": labels}), sample_euler(mixture, x, sigmas)
+    )
 
 
 def test_cfgpp_needs_a_cfg_denoiser(mixture):
@@ -240,10 +262,16 @@ def test_cfgpp_needs_a_cfg_denoiser(mixture):
 
 def test_bad_input_names_the_parameter(mixture):
     u, c = randn(2, 3), randn(2, 3)
-    with pytest.raises(ValueError, match="scale must be"):
+    with pytest.raises(ValueError, match=r"guidance_scale must satisfy value >= 0 .*got -1.0"):
         cfg(u, c, -1.0)
-    with pytest.raises(ValueError, match="scale must be"):
+    with pytest.raises(ValueError, match=r"guidance_scale must be >= 0, got -0.5"):
+        cfg(u, c, torch.tensor([1.0, -0.5]))
+    with pytest.raises(ValueError, match=r"guidance_scale must satisfy .*or a function of sigma, got -2.0"):
         CFGDenoiser(mixture, -2.0, uncond={"class_labels": NULL})
+    with pytest.raises(ValueError, match=r"guidance_scale must be a finite real number .*got '7'"):
+        CFGDenoiser(mixture, "7", uncond={"class_labels": NULL})
+    with pytest.raises(ValueError, match=r"guidance_scale must be a finite real number .*got inf"):
+        guidance_scale_schedule(math.inf, sigma_min=0.1, sigma_max=1.0)
     with pytest.raises(ValueError, match="phi must be"):
         rescale_cfg(u, c, 1.5)
     with pytest.raises(ValueError, match=r"rescale \(phi\) must be"):
@@ -264,17 +292,26 @@ def test_bad_input_names_the_parameter(mixture):
 
 
 def test_cfg_denoiser_exposes_the_wrapped_training_schedule_to_the_front_door(mixture):
+    from support import eps_model_from_denoiser
+
     from diffusion_internals.denoisers import DiscreteDenoiser
     from diffusion_internals.sampling import sample
-    from support import eps_model_from_denoiser
 
     abar = schedules.alphas_cumprod(schedules.make_betas("cosine", num_steps=1000))
     discrete = DiscreteDenoiser(eps_model_from_denoiser(mixture, abar), abar)
     guided = CFGDenoiser(discrete, 3.0, uncond={"class_labels": NULL})
     assert (guided.sigma_min, guided.sigma_max) == (discrete.sigma_min, discrete.sigma_max)
     assert guided.alphas_cumprod is discrete.alphas_cumprod
-    out = sample(guided, (4, 2), sampler="ddim", steps=5, schedule="trailing", dtype=torch.float64,
-                 generator=torch.Generator().manual_seed(0), extra_args={"class_labels": torch.tensor([0, 1, 0, 1])})
+    out = sample(
+        guided,
+        (4, 2),
+        sampler="ddim",
+        steps=5,
+        schedule="trailing",
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(0),
+        extra_args={"class_labels": torch.tensor([0, 1, 0, 1])},
+    )
     assert out.shape == (4, 2) and torch.isfinite(out).all()
     with pytest.raises(AttributeError):
-        CFGDenoiser(mixture, 3.0, uncond={"class_labels": NULL}).sigma_min
+        _ = CFGDenoiser(mixture, 3.0, uncond={"class_labels": NULL}).sigma_min

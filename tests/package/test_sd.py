@@ -14,6 +14,7 @@ LATENT_RTOL = 2e-5 leaves ~7x room and is 50-600x below the smallest real differ
 (DDIM's final alpha, 1e-3; rescale on x0 instead of eps, 1.2e-2). Images go through the VAE decoder and
 diffusers' postprocessing ([0, 1]): observed <= 2e-6, IMAGE_ATOL = 1e-5 (a uint8 level is 3.9e-3).
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,8 +31,6 @@ from pathlib import Path
 
 import pytest
 import regex
-import types
-
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
@@ -83,8 +82,11 @@ def reference_clip_bpe(text: str, vocab: dict[str, int], merges: list[tuple[str,
     """OpenAI CLIP's simple_tokenizer.encode (Radford et al. 2021), with <|startoftext|> and <|endoftext|>."""
     ranks = {pair: i for i, pair in enumerate(merges)}
     byte_chars = bpe.bytes_to_unicode()
-    pattern = regex.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|"""
-                            r"""[^\s\p{L}\p{N}]+""", regex.IGNORECASE)
+    pattern = regex.compile(
+        r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|"""
+        r"""[^\s\p{L}\p{N}]+""",
+        regex.IGNORECASE,
+    )
     ids = [vocab["<|startoftext|>"]]
     for piece in regex.findall(pattern, " ".join(text.split()).lower()):
         token = "".join(byte_chars[b] for b in piece.encode("utf-8"))
@@ -123,13 +125,22 @@ def test_tiny_tokenizer_encodes_like_clips_reference_bpe():
     assert len(tokenizer) == len(vocab) == 512 + len(merges) + 2 and 300 <= len(merges) <= 1000
     assert tokenizer.model_max_length == 77
     assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == (
-        "<|startoftext|>", "<|endoftext|>", "<|endoftext|>")
+        "<|startoftext|>",
+        "<|endoftext|>",
+        "<|endoftext|>",
+    )
     assert (tokenizer.bos_token_id, tokenizer.eos_token_id) == (len(vocab) - 2, len(vocab) - 1)
     # Known strings: learned words are single tokens, anything else falls back to pieces and bytes.
     tokens = tokenizer.convert_ids_to_tokens(tokenizer("A photo of a CAT").input_ids)
     assert tokens == ["<|startoftext|>", "a</w>", "photo</w>", "of</w>", "a</w>", "cat</w>", "<|endoftext|>"]
-    for text in ["a photo of a cat", "An astronaut riding a horse on Mars!", "hello   world 2024",
-                 "it's a dog's life, isn't it?", "café crème brûlée", "zzyzx qwerty"]:
+    for text in [
+        "a photo of a cat",
+        "An astronaut riding a horse on Mars!",
+        "hello   world 2024",
+        "it's a dog's life, isn't it?",
+        "café crème brûlée",
+        "zzyzx qwerty",
+    ]:
         ids = tokenizer(text).input_ids
         assert ids == reference_clip_bpe(text, vocab, merges), text
         assert tokenizer.decode(ids, skip_special_tokens=True).replace(" ", "") == "".join(text.lower().split())
@@ -164,8 +175,9 @@ def test_tiny_pipeline_is_a_complete_stable_diffusion_pipeline(pipe):
     assert pipe.text_encoder.config.hidden_size == pipe.unet.config.cross_attention_dim
     assert pipe.vae_scale_factor == 8 and pipe.vae.config.scaling_factor == 0.18215
     start = time.perf_counter()
-    out = pipe(PROMPTS, num_inference_steps=10, guidance_scale=7.5, guidance_rescale=0.7, generator=gen(0),
-               output_type="pt").images
+    out = pipe(
+        PROMPTS, num_inference_steps=10, guidance_scale=7.5, guidance_rescale=0.7, generator=gen(0), output_type="pt"
+    ).images
     assert out.shape == (2, 3, 64, 64) and bool(torch.isfinite(out).all())
     assert time.perf_counter() - start < 20  # seconds, on one slow core (observed 0.1 s)
     again = sd.tiny_pipeline()
@@ -180,8 +192,9 @@ def test_tiny_pipeline_round_trips_through_save_pretrained_offline(pipe, tmp_pat
     # A fresh Python with HF_HUB_OFFLINE=1 set before any import: load_pipeline(folder) gives the same
     # images; a hub id that is not cached fails at once with a message, instead of retrying for minutes.
     pipe.save_pretrained(tmp_path / "tiny")
-    expected = pipe(PROMPTS, num_inference_steps=8, guidance_scale=5.0, guidance_rescale=0.5, generator=gen(3),
-                    output_type="pt").images
+    expected = pipe(
+        PROMPTS, num_inference_steps=8, guidance_scale=5.0, guidance_rescale=0.5, generator=gen(3), output_type="pt"
+    ).images
     script = f"""
 import time, torch, huggingface_hub
 from diffusion_internals import sd
@@ -319,11 +332,16 @@ def test_sd15_architecture_has_the_published_parameter_counts():
 
 def test_use_sampler_builds_diffusers_scheduler_for_the_name(pipe):
     # diffusers' scheduler overview: UI name -> class and options.
-    expected = {"DDIM": ("DDIMScheduler", {}), "Euler": ("EulerDiscreteScheduler", {}),
-                "Euler a": ("EulerAncestralDiscreteScheduler", {}),
-                "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True, "solver_order": 2,
-                                                                    "algorithm_type": "dpmsolver++"}),
-                "UniPC": ("UniPCMultistepScheduler", {"solver_type": "bh2"})}
+    expected = {
+        "DDIM": ("DDIMScheduler", {}),
+        "Euler": ("EulerDiscreteScheduler", {}),
+        "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+        "DPM++ 2M Karras": (
+            "DPMSolverMultistepScheduler",
+            {"use_karras_sigmas": True, "solver_order": 2, "algorithm_type": "dpmsolver++"},
+        ),
+        "UniPC": ("UniPCMultistepScheduler", {"solver_type": "bh2"}),
+    }
     for name, (cls, options) in expected.items():
         assert sd.use_sampler(pipe, name) is pipe
         assert type(pipe.scheduler).__name__ == cls
@@ -338,6 +356,35 @@ def test_use_sampler_builds_diffusers_scheduler_for_the_name(pipe):
     pipe.scheduler = PNDMScheduler()  # a config without clip_sample: DDIM would clamp x0_hat to [-1, 1]
     with pytest.warns(UserWarning, match="clip_sample=True"):
         sd.use_sampler(pipe, "DDIM")
+
+
+# Pairs whose second swap used to inherit keys of the first: DDPM's variance_type="fixed_small" in DPM-Solver,
+# DPM-Solver's algorithm_type and use_karras_sigmas in DDPM's and Euler's configs, Euler's grid keys in Euler a's.
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("DDPM", "DPM++ 2M"),
+        ("DPM++ 2M SDE Karras", "DDPM"),
+        ("DPM++ 2M Karras", "Euler"),
+        ("Euler", "Euler a"),
+        ("UniPC", "DDIM"),
+        ("DDIM", "Euler", "DPM++ 2M Karras", "UniPC"),
+    ],
+)
+def test_use_sampler_depends_only_on_the_original_config_and_the_name(pipe, names):
+    own = pipe.scheduler  # SD 1.5's PNDM config
+    original = dict(own.config)
+    direct = sd.use_sampler(pipe, names[-1]).scheduler
+    pipe.scheduler = own
+    for name in names:
+        sd.use_sampler(pipe, name)
+    chained = pipe.scheduler
+    assert type(chained) is type(direct)
+    assert dict(chained.config) == dict(direct.config)  # every key, the grid switches and the leftovers alike
+    assert chained.config[sd.loop.ORIGINAL_CONFIG] == original == dict(own.config)  # kept, and left as it was
+    # A scheduler installed by hand, not by use_sampler, is the original of the next swap.
+    pipe.scheduler = DDIMScheduler.from_config(original, timestep_spacing="trailing")
+    assert sd.use_sampler(pipe, "Euler").scheduler.config.timestep_spacing == "trailing"
 
 
 # ----------------------------------------------------------------------------- our loop against pipe(...)
@@ -363,10 +410,22 @@ def pair(pipe, name: str, *, rescale: float = 0.0, space: str = "x0", seed: int 
     if name == "DDIM":  # end at sigma = 0 (alpha_bar = 1); SD's own False is tested separately below
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, set_alpha_to_one=True)
     common = {"num_inference_steps": 12, "guidance_scale": 7.5, "guidance_rescale": rescale}
-    theirs = {kind: pipe(PROMPTS, **common, generator=gen(seed), output_type=kind, **kwargs).images
-              for kind in ("latent", "pt")}
-    latents = sd.generate(pipe, PROMPTS, sampler=name, steps=12, guidance_scale=7.5, rescale=rescale,
-                          guidance_space=space, generator=gen(seed), output_type="latent", **kwargs)
+    theirs = {
+        kind: pipe(PROMPTS, **common, generator=gen(seed), output_type=kind, **kwargs).images
+        for kind in ("latent", "pt")
+    }
+    latents = sd.generate(
+        pipe,
+        PROMPTS,
+        name=name,
+        steps=12,
+        guidance_scale=7.5,
+        rescale=rescale,
+        guidance_space=space,
+        generator=gen(seed),
+        output_type="latent",
+        **kwargs,
+    )
     return {"latent": latents, "pt": sd.decode(pipe, latents, "pt")}, theirs
 
 
@@ -393,7 +452,7 @@ def test_generate_follows_the_pipelines_timestep_spacing(pipe, name):
     sd.use_sampler(pipe, name)
     pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, timestep_spacing="trailing")
     theirs = pipe(PROMPTS, num_inference_steps=12, generator=gen(0), output_type="latent").images
-    ours = sd.generate(pipe, PROMPTS, sampler=name, steps=12, generator=gen(0), output_type="latent")
+    ours = sd.generate(pipe, PROMPTS, name=name, steps=12, generator=gen(0), output_type="latent")
     assert relative_error(ours, theirs) <= LATENT_RTOL
 
 
@@ -405,8 +464,9 @@ def test_rescale_on_x0_is_not_diffusers_rescale_on_eps(pipe):
     sigma = math.sqrt((1 - alpha_bar) / alpha_bar)
     x = torch.randn(2, 4, 8, 8, generator=gen(1)) * math.sqrt(1 + sigma**2)  # (B, 4, h, w) at noise level sigma
     x_t = x / math.sqrt(1 + sigma**2)
-    eps_uncond, eps_cond = pipe.unet(torch.cat([x_t, x_t]), torch.tensor(t), encoder_hidden_states=torch.cat(
-        [uncond, cond])).sample.chunk(2)
+    eps_uncond, eps_cond = pipe.unet(
+        torch.cat([x_t, x_t]), torch.tensor(t), encoder_hidden_states=torch.cat([uncond, cond])
+    ).sample.chunk(2)
     eps = rescale_noise_cfg(eps_uncond + 7.5 * (eps_cond - eps_uncond), eps_cond, guidance_rescale=0.7)
     expected = x - sigma * eps  # x0_hat of diffusers' guided, rescaled eps
     results = {}
@@ -424,8 +484,16 @@ def test_ddim_with_sds_final_alpha_stops_at_sigma_of_t0(pipe):
     assert pipe.scheduler.config.set_alpha_to_one is False
     theirs = pipe(PROMPTS, num_inference_steps=12, guidance_scale=7.5, generator=gen(0), output_type="latent").images
     seen = {}
-    ours = sd.generate(pipe, PROMPTS, sampler="DDIM", steps=12, guidance_scale=7.5, generator=gen(0),
-                       output_type="latent", callback=lambda **kw: seen.__setitem__(kw["i"], kw))
+    ours = sd.generate(
+        pipe,
+        PROMPTS,
+        name="DDIM",
+        steps=12,
+        guidance_scale=7.5,
+        generator=gen(0),
+        output_type="latent",
+        callback=lambda **kw: seen.__setitem__(kw["i"], kw),
+    )
     last = seen[11]
     x_before, x0_hat, sigma = seen[10]["x"], last["denoised"], float(last["sigma"])
     eps_hat = (x_before - x0_hat) / sigma
@@ -442,7 +510,7 @@ def test_generate_in_float16_matches_pipe(pipe):
     sd.use_sampler(pipe, "DPM++ 2M Karras")
     z = torch.randn(2, 4, 8, 8, generator=gen(0)).half()
     theirs = pipe(PROMPTS, num_inference_steps=12, guidance_scale=7.5, latents=z, output_type="pt").images
-    ours = sd.generate(pipe, PROMPTS, sampler="DPM++ 2M Karras", steps=12, latents=z, output_type="pt")
+    ours = sd.generate(pipe, PROMPTS, name="DPM++ 2M Karras", steps=12, latents=z, output_type="pt")
     assert ours.dtype == theirs.dtype == torch.float16
     difference = (ours.float() - theirs.float()).abs()
     assert difference.max().item() <= 2e-2 and difference.mean().item() <= 2e-3
@@ -452,7 +520,7 @@ def test_guidance_fixes_in_our_loop(pipe):
     sd.use_sampler(pipe, "Euler")
 
     def run(**kwargs):
-        return sd.generate(pipe, PROMPTS, sampler="Euler", steps=8, generator=gen(0), output_type="latent", **kwargs)
+        return sd.generate(pipe, PROMPTS, name="Euler", steps=8, generator=gen(0), output_type="latent", **kwargs)
 
     # An interval that holds no sigma of the grid turns guidance off: the conditional model, as guidance_scale 1
     # (one U-Net pass of batch B against a pass of 2B: round-off apart), and as diffusers at guidance_scale 1.
@@ -465,8 +533,12 @@ def test_guidance_fixes_in_our_loop(pipe):
     half = pipe(PROMPTS, num_inference_steps=8, guidance_scale=0.5, generator=gen(0), output_type="latent").images
     torch.testing.assert_close(half, one, rtol=0, atol=0)
     assert relative_error(run(guidance_scale=0.5), one) > 1e-3
-    for fixes in ({"threshold": 0.995, "threshold_max_value": 4.0}, {"apg": APG(eta=0.0, momentum=-0.5)},
-                  {"interval": (0.5, 5.0)}, {"rescale": 0.7}):
+    for fixes in (
+        {"threshold": 0.995, "threshold_max_value": 4.0},
+        {"apg": APG(eta=0.0, momentum=-0.5)},
+        {"interval": (0.5, 5.0)},
+        {"rescale": 0.7},
+    ):
         changed = run(**fixes)
         assert bool(torch.isfinite(changed).all()) and relative_error(changed, plain) > 1e-3, fixes
     # Our own grids instead of diffusers': any schedule of sampling.SCHEDULES.
@@ -477,8 +549,12 @@ def test_generate_refuses_bad_arguments(pipe):
     def call(**kwargs):
         return sd.generate(pipe, "a cat", **{"steps": 2, "output_type": "latent", **kwargs})
 
-    with pytest.raises(ValueError, match="sampler must be one of"):
-        call(sampler="Euler b")
+    with pytest.raises(ValueError, match=r"name must be one of \[.*'Euler a'.*\], got 'Euler b'"):
+        call(name="Euler b")
+    with pytest.raises(ValueError, match="name must be one of"):
+        call(name="euler")  # a key of sampling.SAMPLERS is not a UI name
+    with pytest.raises(TypeError, match="sampler"):
+        call(sampler="euler")  # sampler= means a key of sampling.SAMPLERS; generate takes a UI name
     with pytest.raises(ValueError, match="guidance_space must be one of"):
         call(guidance_space="eps")
     with pytest.raises(ValueError, match=r"model_output.*\['threshold'\]"):
@@ -489,7 +565,7 @@ def test_generate_refuses_bad_arguments(pipe):
         call(height=60)
     with pytest.raises(ValueError, match="output_type must be one of"):
         call(output_type="jpeg")
-    with pytest.raises(ValueError, match="guidance_scale must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="guidance_scale must satisfy value >= 0"):
         call(guidance_scale=-1.0)
     with pytest.raises(ValueError, match="steps must be an int >= 1, got 0"):
         call(steps=0)
@@ -505,23 +581,44 @@ def test_clip_score_is_clips_own_logit_at_scale_100(empty_hub, tmp_path):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         config = CLIPConfig(
-            text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
-                         "num_hidden_layers": 2, "num_attention_heads": 4, "bos_token_id": tokenizer.bos_token_id,
-                         "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
-            vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                           "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
-            projection_dim=16, logit_scale_init_value=math.log(100))
+            text_config={
+                "vocab_size": len(tokenizer),
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "bos_token_id": tokenizer.bos_token_id,
+                "eos_token_id": tokenizer.eos_token_id,
+                "pad_token_id": tokenizer.pad_token_id,
+            },
+            vision_config={
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "image_size": 32,
+                "patch_size": 8,
+            },
+            projection_dim=16,
+            logit_scale_init_value=math.log(100),
+        )
         model = CLIPModel(config).eval()
-    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                  tokenizer=tokenizer).save_pretrained(tmp_path)
+    CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+    ).save_pretrained(tmp_path)
     model.save_pretrained(tmp_path)
     clip = sd.load_clip(tmp_path)
     images = torch.rand(3, 3, 64, 64, generator=gen(0))
     prompts = ["a photo of a cat", "a red car", "a dog"]
     score = sd.clip_score(images, prompts, clip)
     _, processor = clip
-    inputs = processor(text=prompts, images=list((images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()),
-                       return_tensors="pt", padding=True)
+    inputs = processor(
+        text=prompts,
+        images=list((images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()),
+        return_tensors="pt",
+        padding=True,
+    )
     with torch.no_grad():
         logits = clip[0](**inputs).logits_per_image.diagonal()  # exp(log 100) * cos, CLIP's forward
     torch.testing.assert_close(score, logits.clamp_min(0), rtol=1e-4, atol=1e-4)
@@ -539,16 +636,29 @@ def test_latency_benchmark_quick_run_on_the_cpu(tmp_path):
     for name in (pipelines.MODEL_ENV, "DIFFUSION_INTERNALS_CLIP_MODEL"):
         env.pop(name, None)
     out = tmp_path / "latency.csv"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sd_latency.py"), "--quick", "--device", "cpu",
-                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sd_latency.py"), "--quick", "--device", "cpu", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "mechanics/overhead, not SD" in done.stdout and "n/a (no checkpoint)" in done.stdout
     rows = list(csv.DictReader(out.open()))
     assert [(r["sampler"], r["steps"], r["batch"]) for r in rows] == [
-        ("DDIM", "10", "1"), ("DDIM", "20", "1"), ("DPM++ 2M Karras", "10", "1"), ("DPM++ 2M Karras", "20", "1")]
-    assert all(r["device"] == "cpu" and float(r["s_per_image"]) > 0 and r["clip_score"] == "n/a (no checkpoint)"
-               and float(r["s_per_step"]) == pytest.approx(float(r["s_per_image"]) / int(r["steps"]), rel=1e-3)
-               for r in rows)
+        ("DDIM", "10", "1"),
+        ("DDIM", "20", "1"),
+        ("DPM++ 2M Karras", "10", "1"),
+        ("DPM++ 2M Karras", "20", "1"),
+    ]
+    assert all(
+        r["device"] == "cpu"
+        and float(r["s_per_image"]) > 0
+        and r["clip_score"] == "n/a (no checkpoint)"
+        and float(r["s_per_step"]) == pytest.approx(float(r["s_per_image"]) / int(r["steps"]), rel=1e-3)
+        for r in rows
+    )
 
 
 # ----------------------------------------------------------------------------- grading on a GPU
@@ -558,8 +668,13 @@ def test_autograde_gpu_target_sets_what_nbgrader_config_reads(monkeypatch):
     # make -n prints the recipe without running it; nbgrader_config.py, run with that environment, is the oracle.
     from traitlets.config import Config
 
-    done = subprocess.run(["make", "-n", "autograde-gpu", "GPU_DEVICES=3", "GPU_CELL_TIMEOUT=1234"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["make", "-n", "autograde-gpu", "GPU_DEVICES=3", "GPU_CELL_TIMEOUT=1234"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     recipe = done.stdout.replace("\\\n", " ")
     grading = [line for line in recipe.splitlines() if "scripts/autograde.py" in line]
@@ -602,7 +717,7 @@ def test_gpu_generate_matches_pipe_in_float16(name):
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, set_alpha_to_one=True)
     z = torch.randn(2, 4, 8, 8, generator=gen(0)).half().cuda()
     theirs = pipe(PROMPTS, num_inference_steps=12, guidance_scale=7.5, latents=z, output_type="pt").images
-    ours = sd.generate(pipe, PROMPTS, sampler=name, steps=12, latents=z, output_type="pt")
+    ours = sd.generate(pipe, PROMPTS, name=name, steps=12, latents=z, output_type="pt")
     difference = (ours.float() - theirs.float()).abs()
     assert ours.is_cuda and difference.max().item() <= 2e-2 and difference.mean().item() <= 2e-3
 
@@ -613,11 +728,35 @@ def test_gpu_latency_benchmark_two_samplers(tmp_path):
     # SD 1.5's architecture in fp16 at 512x512, 2 samplers, 10 steps, batch 1, one repeat: a short run.
     out = tmp_path / "latency.csv"
     env = {k: v for k, v in os.environ.items() if k != pipelines.MODEL_ENV}
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sd_latency.py"), "--samplers", "DDIM",
-                           "Euler a", "--steps", "10", "--batch-sizes", "1", "--repeats", "1", "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "sd_latency.py"),
+            "--samplers",
+            "DDIM",
+            "Euler a",
+            "--steps",
+            "10",
+            "--batch-sizes",
+            "1",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = list(csv.DictReader(out.open()))
     assert [r["sampler"] for r in rows] == ["DDIM", "Euler a"]
-    assert all(r["device"] == "cuda" and r["dtype"] == "float16" and r["resolution"] == "512x512"
-               and r["pipeline"].startswith("sd15-architecture") and float(r["s_per_image"]) > 0 for r in rows)
+    assert all(
+        r["device"] == "cuda"
+        and r["dtype"] == "float16"
+        and r["resolution"] == "512x512"
+        and r["pipeline"].startswith("sd15-architecture")
+        and float(r["s_per_image"]) > 0
+        for r in rows
+    )

@@ -12,11 +12,12 @@
    checks that the null label that classifier-free guidance needs was trained (label dropout, Ho &
    Salimans 2022): an untrained null embedding makes the unconditional error much larger.
 2. **A guidance slider for users.** :func:`slider_config` maps a guidance scale chosen on a
-   slider capped at :data:`MAX_GUIDANCE` to the whole sampling configuration: the scale itself,
+   slider capped at :data:`MAX_GUIDANCE` to the whole sampling configuration: the guidance_scale itself,
    the CFG rescale factor phi (Lin et al. 2023, eqs. 15-16) growing with it, dynamic thresholding
    (Saharia et al. 2022, Sec. 2.3) whenever guidance extrapolates, and the sampler. A scale off the
    slider is an error, not silently clamped.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,13 +28,13 @@ from typing import Any
 import torch
 
 from diffusion_internals import schedules
-from diffusion_internals.denoisers import PREDICTION_TYPES, unwrap_output
-from diffusion_internals.forward import q_sample
-from diffusion_internals.guidance import CFGDenoiser
-from diffusion_internals.course.models import null_label
-from diffusion_internals.parameterization import eps_from_v, eps_from_x0
 from diffusion_internals.course.checkpoints import alphas_cumprod_for
-from diffusion_internals.sampling import NAMED_SAMPLERS
+from diffusion_internals.course.models import null_label
+from diffusion_internals.denoisers import unwrap_output
+from diffusion_internals.guidance import CFGDenoiser
+from diffusion_internals.parameterization import PREDICTION_TYPES, eps_from_prediction
+from diffusion_internals.sampling import resolve
+from diffusion_internals.validation import check_choice, check_int, check_like, check_real
 
 __all__ = [
     "CANDIDATE_SCHEDULES",
@@ -73,14 +74,8 @@ DEFAULT_SAMPLER, DEFAULT_STEPS = "DPM++ 2M Karras", 20
 # ----------------------------------------------------------------------------- diagnosis
 
 
-def _check_prediction_type(prediction_type: str) -> str:
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {list(PREDICTION_TYPES)}, got {prediction_type!r}")
-    return prediction_type
-
-
 def timestep_for(alpha_bar: float, alphas_cumprod: torch.Tensor) -> int:
-    """The timestep whose log-SNR is nearest to that of alpha_bar: what a schedule calls this noise level (Kingma et al. 2021)."""
+    """The timestep whose log-SNR is nearest that of alpha_bar: what a schedule calls this noise level (Kingma 2021)."""
     if isinstance(alpha_bar, bool) or not isinstance(alpha_bar, (int, float)) or not 0 < alpha_bar < 1:
         raise ValueError(f"alpha_bar must be a number in (0, 1), got {alpha_bar!r}")
     target = math.log(alpha_bar) - math.log1p(-alpha_bar)
@@ -88,33 +83,38 @@ def timestep_for(alpha_bar: float, alphas_cumprod: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def eps_error_by_noise_level(model: torch.nn.Module, x0: torch.Tensor, noise: torch.Tensor, alpha_bars: torch.Tensor,
-                             alphas_cumprod: torch.Tensor, *, prediction_type: str = "epsilon",
-                             class_labels: torch.Tensor | None = None) -> torch.Tensor:
-    """Eps error of the network at each noise level alpha_bar, told the timestep a schedule gives it, (len(alpha_bars),) float64 (Ho et al. 2020, eq. 14)."""
-    _check_prediction_type(prediction_type)
+def eps_error_by_noise_level(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    alpha_bars: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    *,
+    prediction_type: str = "epsilon",
+    class_labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Eps error at each noise level alpha_bar, told the timestep a schedule gives it (Ho et al. 2020, eq. 14)."""
+    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
     if not isinstance(x0, torch.Tensor) or x0.ndim < 2:
         raise ValueError(f"x0 must be a tensor of shape (B, ...), got {getattr(x0, 'shape', type(x0).__name__)}")
-    if not isinstance(noise, torch.Tensor) or noise.shape != x0.shape:
-        raise ValueError(f"noise must have the shape of x0, {tuple(x0.shape)}; got "
-                         f"{getattr(noise, 'shape', type(noise).__name__)}")
-    if not isinstance(alpha_bars, torch.Tensor) or alpha_bars.ndim != 1 or alpha_bars.numel() == 0 \
-            or not bool(((alpha_bars > 0) & (alpha_bars < 1)).all()):
-        raise ValueError(f"alpha_bars must be a non-empty 1-D tensor of noise levels in (0, 1), got "
-                         f"{alpha_bars.tolist() if isinstance(alpha_bars, torch.Tensor) else alpha_bars!r}")
+    check_like("noise", noise, x0, x_name="x0")
+    if (
+        not isinstance(alpha_bars, torch.Tensor)
+        or alpha_bars.ndim != 1
+        or alpha_bars.numel() == 0
+        or not bool(((alpha_bars > 0) & (alpha_bars < 1)).all())
+    ):
+        raise ValueError(
+            f"alpha_bars must be a non-empty 1-D tensor of noise levels in (0, 1), got "
+            f"{alpha_bars.tolist() if isinstance(alpha_bars, torch.Tensor) else alpha_bars!r}"
+        )
     cond = {} if class_labels is None else {"class_labels": class_labels}
     errors = []
     for alpha_bar in alpha_bars.tolist():
         # The same noisy input for every hypothesis (Ho et al. 2020, eq. 4); only the timestep label differs.
         x_t = math.sqrt(alpha_bar) * x0 + math.sqrt(1 - alpha_bar) * noise
         t = torch.full((len(x0),), timestep_for(alpha_bar, alphas_cumprod), dtype=torch.int64)  # (B,)
-        output = unwrap_output(model(x_t, t, **cond))
-        if prediction_type == "epsilon":
-            eps_hat = output
-        elif prediction_type == "v_prediction":
-            eps_hat = eps_from_v(x_t, output, alpha_bar)  # eps = sqrt(1 - a) x_t + sqrt(a) v
-        else:
-            eps_hat = eps_from_x0(x_t, output, alpha_bar)  # eps = (x_t - sqrt(a) x0) / sqrt(1 - a)
+        eps_hat = eps_from_prediction(prediction_type, x_t, unwrap_output(model(x_t, t, **cond)), alpha_bar)
         errors.append(float((eps_hat.double() - noise.double()).pow(2).mean()))
     return torch.tensor(errors, dtype=torch.float64)
 
@@ -143,60 +143,102 @@ class Diagnosis:
         return {**config, "schedule": self.trained_schedule, "prediction_type": self.trained_prediction_type}
 
 
-def diagnose(model: torch.nn.Module, config: dict[str, Any], x0: torch.Tensor, class_labels: torch.Tensor | None, *,
-             log_snrs: torch.Tensor | None = None, candidates: Sequence[str] = CANDIDATE_SCHEDULES,
-             generator: torch.Generator | None = None, sampling_steps: int = 50,
-             null_ratio_threshold: float = NULL_RATIO_THRESHOLD) -> Diagnosis:
-    """Measure which schedule and prediction type the weights were trained on and whether the null label is trained (Ho & Salimans 2022)."""
+def diagnose(
+    model: torch.nn.Module,
+    config: dict[str, Any],
+    x0: torch.Tensor,
+    class_labels: torch.Tensor | None,
+    *,
+    log_snrs: torch.Tensor | None = None,
+    candidates: Sequence[str] = CANDIDATE_SCHEDULES,
+    generator: torch.Generator | None = None,
+    sampling_steps: int = 50,
+    null_ratio_threshold: float = NULL_RATIO_THRESHOLD,
+) -> Diagnosis:
+    """The schedule and prediction type the weights were trained on; is the null label trained (Ho & Salimans 2022)."""
     for key in ("schedule", "prediction_type", "num_train_timesteps"):
         if key not in config:
             raise ValueError(f"config must have schedule, prediction_type and num_train_timesteps; missing {key!r}")
     claimed_schedule = config["schedule"]
-    claimed_prediction = _check_prediction_type(config["prediction_type"])
+    claimed_prediction = check_choice("prediction_type", config["prediction_type"], PREDICTION_TYPES)
     num_train_timesteps = int(config["num_train_timesteps"])
     if isinstance(candidates, str) or not all(name in schedules.BETA_SCHEDULE_OPTIONS for name in candidates):
-        raise ValueError(f"candidates must be a sequence of schedule names from "
-                         f"{sorted(schedules.BETA_SCHEDULE_OPTIONS)}, got {candidates!r}")
-    if isinstance(null_ratio_threshold, bool) or not isinstance(null_ratio_threshold, (int, float)) \
-            or not null_ratio_threshold > 1:
+        raise ValueError(
+            f"candidates must be a sequence of schedule names from "
+            f"{sorted(schedules.BETA_SCHEDULE_OPTIONS)}, got {candidates!r}"
+        )
+    if (
+        isinstance(null_ratio_threshold, bool)
+        or not isinstance(null_ratio_threshold, (int, float))
+        or not null_ratio_threshold > 1
+    ):
         raise ValueError(f"null_ratio_threshold must be a number > 1, got {null_ratio_threshold!r}")
     if log_snrs is None:
         log_snrs = DEFAULT_LOG_SNRS
-    if not isinstance(log_snrs, torch.Tensor) or log_snrs.ndim != 1 or log_snrs.numel() == 0 \
-            or not bool(torch.isfinite(log_snrs).all()):
+    if (
+        not isinstance(log_snrs, torch.Tensor)
+        or log_snrs.ndim != 1
+        or log_snrs.numel() == 0
+        or not bool(torch.isfinite(log_snrs).all())
+    ):
         raise ValueError(f"log_snrs must be a non-empty 1-D tensor of finite log-SNR values, got {log_snrs!r}")
     alpha_bars = torch.sigmoid(log_snrs.to(torch.float64))  # alpha_bar = SNR / (1 + SNR)
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)  # the same noise for every hypothesis
 
     # Every hypothesis keeps the config's zero_snr and T; the claim is always a candidate, listed first.
     names = [claimed_schedule] + [name for name in candidates if name != claimed_schedule]
-    abar = {name: alphas_cumprod_for({**config, "zero_snr": bool(config.get("zero_snr", False)), "schedule": name})
-            for name in names}
+    abar = {
+        name: alphas_cumprod_for({**config, "zero_snr": bool(config.get("zero_snr", False)), "schedule": name})
+        for name in names
+    }
     predictions = [claimed_prediction] + [p for p in PREDICTION_TYPES if p != claimed_prediction]
-    errors = {(name, p): float(eps_error_by_noise_level(model, x0, noise, alpha_bars, abar[name], prediction_type=p,
-                                                        class_labels=class_labels).mean())
-              for name in names for p in predictions}
+    errors = {
+        (name, p): float(
+            eps_error_by_noise_level(
+                model, x0, noise, alpha_bars, abar[name], prediction_type=p, class_labels=class_labels
+            ).mean()
+        )
+        for name in names
+        for p in predictions
+    }
     trained_schedule, trained_prediction = min(errors, key=errors.get)  # ties keep the claim (listed first)
 
     null, ratio = null_label(model), None
     if null is not None and class_labels is not None:  # the unconditional pass of CFG, under the measured hypothesis
-        uncond = eps_error_by_noise_level(model, x0, noise, alpha_bars, abar[trained_schedule],
-                                          prediction_type=trained_prediction,
-                                          class_labels=torch.full_like(class_labels, null)).mean()
+        uncond = eps_error_by_noise_level(
+            model,
+            x0,
+            noise,
+            alpha_bars,
+            abar[trained_schedule],
+            prediction_type=trained_prediction,
+            class_labels=torch.full_like(class_labels, null),
+        ).mean()
         ratio = float(uncond) / errors[(trained_schedule, trained_prediction)]
 
     spacing = "trailing" if config.get("zero_snr") else "leading"  # as checkpoints.ddim_scheduler
     first = int(schedules.inference_timesteps(num_train_timesteps, sampling_steps, spacing)[0])
     snr = {name: float(schedules.snr(abar[name])[first]) for name in (claimed_schedule, trained_schedule)}
-    findings = tuple(name for name, found in (
-        ("schedule", trained_schedule != claimed_schedule),
-        ("prediction_type", trained_prediction != claimed_prediction),
-        ("label_dropout", ratio is not None and ratio > null_ratio_threshold),
-    ) if found)
-    return Diagnosis(claimed_schedule=claimed_schedule, trained_schedule=trained_schedule,
-                     claimed_prediction_type=claimed_prediction, trained_prediction_type=trained_prediction,
-                     null_label_ratio=ratio, first_step_snr_claimed=snr[claimed_schedule],
-                     first_step_snr_trained=snr[trained_schedule], findings=findings, errors=errors)
+    findings = tuple(
+        name
+        for name, found in (
+            ("schedule", trained_schedule != claimed_schedule),
+            ("prediction_type", trained_prediction != claimed_prediction),
+            ("label_dropout", ratio is not None and ratio > null_ratio_threshold),
+        )
+        if found
+    )
+    return Diagnosis(
+        claimed_schedule=claimed_schedule,
+        trained_schedule=trained_schedule,
+        claimed_prediction_type=claimed_prediction,
+        trained_prediction_type=trained_prediction,
+        null_label_ratio=ratio,
+        first_step_snr_claimed=snr[claimed_schedule],
+        first_step_snr_trained=snr[trained_schedule],
+        findings=findings,
+        errors=errors,
+    )
 
 
 # ----------------------------------------------------------------------------- the guidance slider
@@ -204,37 +246,47 @@ def diagnose(model: torch.nn.Module, config: dict[str, Any], x0: torch.Tensor, c
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Everything a guided sampling run needs besides the model: CFG scale and its fixes, sampler and steps."""
+    """Everything a guided sampling run needs besides the model: guidance_scale and its fixes, sampler name, steps."""
 
-    scale: float
+    guidance_scale: float
     rescale: float
     threshold: float | None
     threshold_max_value: float
-    sampler: str
+    name: str  # a UI sampler name, a key of sampling.NAMED_SAMPLERS: sample_by_name(..., config.name, ...)
     steps: int
 
     def guided(self, denoiser: Any, uncond: dict[str, torch.Tensor]) -> CFGDenoiser:
         """The denoiser guided with this configuration (Ho & Salimans 2022; Lin et al. 2023; Saharia et al. 2022)."""
-        return CFGDenoiser(denoiser, self.scale, uncond=uncond, rescale=self.rescale, threshold=self.threshold,
-                           threshold_max_value=self.threshold_max_value)
+        return CFGDenoiser(
+            denoiser,
+            self.guidance_scale,
+            uncond=uncond,
+            rescale=self.rescale,
+            threshold=self.threshold,
+            threshold_max_value=self.threshold_max_value,
+        )
 
 
-def slider_config(scale: float, *, sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS) -> SamplingConfig:
-    """The configuration behind a slider scale in [0, MAX_GUIDANCE] (Lin et al. 2023, eq. 16; Saharia et al. 2022)."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise ValueError(f"scale must be a finite number in [0, {MAX_GUIDANCE}] (the slider's range), got {scale!r}")
-    if not 0 <= scale <= MAX_GUIDANCE:
-        raise ValueError(f"scale must lie in [0, {MAX_GUIDANCE}] (the slider's range; it is not clamped), got {scale}")
-    if sampler not in NAMED_SAMPLERS:
-        raise ValueError(f"sampler must be one of {list(NAMED_SAMPLERS)}, got {sampler!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    scale = float(scale)
-    guiding = scale > 1  # below 1 CFG interpolates towards the unconditional model: nothing overshoots
-    strength = min(1.0, max(0.0, (scale - 1) / (MAX_GUIDANCE - 1)))  # 0 at scale 1, 1 at the cap
-    return SamplingConfig(scale=scale, rescale=RESCALE_AT_MAX * strength,
-                          threshold=THRESHOLD_PERCENTILE if guiding else None,
-                          threshold_max_value=THRESHOLD_MAX_VALUE, sampler=sampler, steps=steps)
+def slider_config(guidance_scale: float, *, name: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS) -> SamplingConfig:
+    """The configuration behind a slider position in [0, MAX_GUIDANCE] (Lin et al. 2023, eq. 16; Saharia 2022)."""
+    guidance_scale = check_real(
+        "guidance_scale",
+        guidance_scale,
+        lambda v: 0 <= v <= MAX_GUIDANCE,
+        f"value in [0, {MAX_GUIDANCE}] (the slider's range; it is not clamped)",
+    )
+    resolve(name)  # unknown names raise, listing the known ones
+    check_int("steps", steps, minimum=1)
+    guiding = guidance_scale > 1  # below 1 CFG interpolates towards the unconditional model: nothing overshoots
+    strength = min(1.0, max(0.0, (guidance_scale - 1) / (MAX_GUIDANCE - 1)))  # 0 at 1, 1 at the cap
+    return SamplingConfig(
+        guidance_scale=guidance_scale,
+        rescale=RESCALE_AT_MAX * strength,
+        threshold=THRESHOLD_PERCENTILE if guiding else None,
+        threshold_max_value=THRESHOLD_MAX_VALUE,
+        name=name,
+        steps=steps,
+    )
 
 
 # ----------------------------------------------------------------------------- deliberately flawed checkpoints
@@ -243,9 +295,9 @@ def slider_config(scale: float, *, sampler: str = DEFAULT_SAMPLER, steps: int = 
 FLAWS = {
     "claims-cosine": "trained on its own schedule, but training.json and scheduler_config.json claim schedule='cosine'",
     "claims-v-prediction": "trained to predict eps, but training.json and scheduler_config.json claim "
-                           "prediction_type='v_prediction'",
+    "prediction_type='v_prediction'",
     "no-label-dropout": "trained with label_dropout=0: the null label's embedding is never trained, so the "
-                        "unconditional pass of classifier-free guidance is meaningless",
+    "unconditional pass of classifier-free guidance is meaningless",
 }
 
 

@@ -14,6 +14,7 @@ writes them in the same format into ``tokenizer/`` next to this file (package da
 
     python -m diffusion_internals.sd.bpe   # regenerate src/diffusion_internals/sd/tokenizer/
 """
+
 from __future__ import annotations
 
 import collections
@@ -27,7 +28,9 @@ SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
 MAX_LENGTH = 77  # CLIP's context length, tokenizer.model_max_length in Stable Diffusion
 
 # Common English words and the words of image prompts; every merge is learned from these alone.
-WORDS = list(dict.fromkeys("""
+WORDS = list(
+    dict.fromkeys(
+        """
 a an the of and or in on at to from with without by for as is are was be it its this that these those
 there here not no very more most some many all one two three four five six seven eight nine ten
 i you he she we they my your his her our their me him us them who what which when where why how
@@ -54,13 +57,16 @@ time year years world new first last best good great nice fine simple natural re
 photorealistic cinematic dramatic epic fantasy magic ancient modern future futuristic vintage
 retro classic abstract surreal minimal minimalist mood atmosphere scene background foreground
 detail details texture pattern shape shapes line lines circle square
-""".split()))  # each word once
+""".split()
+    )
+)  # each word once
 
 
 def bytes_to_unicode() -> dict[int, str]:
     """Each of the 256 bytes as a printable character, GPT-2's table (Radford et al. 2019; CLIP reuses it)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = printable[:]
     extra = 0
     for b in range(256):
@@ -78,7 +84,7 @@ def _symbols(word: str, byte_chars: dict[int, str]) -> tuple[str, ...]:
 
 
 def learn_merges(words: list[str], num_merges: int) -> list[tuple[str, str]]:
-    """Up to num_merges BPE merges, most frequent pair first, ties broken by the pair's order (Sennrich et al. 2016, Algorithm 1)."""
+    """Up to num_merges BPE merges, the most frequent pair first, ties by pair order (Sennrich et al. 2016, Alg. 1)."""
     if isinstance(num_merges, bool) or not isinstance(num_merges, int) or num_merges < 0:
         raise ValueError(f"num_merges must be an int >= 0, got {num_merges!r}")
     byte_chars = bytes_to_unicode()
@@ -97,7 +103,7 @@ def learn_merges(words: list[str], num_merges: int) -> list[tuple[str, str]]:
         for symbols, n in counts.items():
             out, i = [], 0
             while i < len(symbols):
-                if symbols[i:i + 2] == best:
+                if symbols[i : i + 2] == best:
                     out.append(best[0] + best[1])
                     i += 2
                 else:
@@ -125,8 +131,14 @@ def write(folder: str | Path = TOKENIZER_DIR, *, words: list[str] = WORDS, num_m
     (folder / "vocab.json").write_text(json.dumps(build_vocab(merges), ensure_ascii=False) + "\n", encoding="utf-8")
     lines = ["#version: 0.2", *(f"{left} {right}" for left, right in merges)]
     (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": MAX_LENGTH, "bos_token": SPECIAL_TOKENS[0],
-              "eos_token": SPECIAL_TOKENS[1], "unk_token": SPECIAL_TOKENS[1], "pad_token": SPECIAL_TOKENS[1]}
+    config = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": MAX_LENGTH,
+        "bos_token": SPECIAL_TOKENS[0],
+        "eos_token": SPECIAL_TOKENS[1],
+        "unk_token": SPECIAL_TOKENS[1],
+        "pad_token": SPECIAL_TOKENS[1],
+    }
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
     return folder
 

@@ -7,6 +7,7 @@ prompt, not image quality. The checkpoint comes from ``load_clip``: a folder, ``
 or the local Hugging Face cache of ``openai/clip-vit-large-patch14``, never a download. Without one
 there is no score: callers report "n/a (no checkpoint)", never a number.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,7 @@ NO_CHECKPOINT = "n/a (no checkpoint)"
 
 
 def load_clip(model: str | os.PathLike | None = None) -> tuple[Any, Any] | None:
-    """(CLIPModel, CLIPProcessor) from a local folder, $DIFFUSION_INTERNALS_CLIP_MODEL or the cache; None if none is there."""
+    """(CLIPModel, CLIPProcessor) from a local folder, $DIFFUSION_INTERNALS_CLIP_MODEL or the cache; else None."""
     from transformers import CLIPModel, CLIPProcessor
 
     named = model if model is not None else os.environ.get(CLIP_ENV) or None
@@ -35,8 +36,9 @@ def load_clip(model: str | os.PathLike | None = None) -> tuple[Any, Any] | None:
     folder = Path(name).expanduser() if Path(name).expanduser().is_dir() else hub_snapshot(name, "config.json")
     if folder is None:
         if named is not None:  # asked for by name: say so, rather than a quiet "n/a"
-            raise FileNotFoundError(f"CLIP model {name!r} is neither a local folder nor in the local Hugging Face "
-                                    f"cache")
+            raise FileNotFoundError(
+                f"CLIP model {name!r} is neither a local folder nor in the local Hugging Face cache"
+            )
         return None
     clip = CLIPModel.from_pretrained(folder, local_files_only=True).eval()
     processor = CLIPProcessor.from_pretrained(folder, local_files_only=True)
@@ -55,8 +57,9 @@ def clip_score(images: torch.Tensor | Sequence[Any], prompts: Sequence[str], cli
     model, processor = clip
     if isinstance(images, torch.Tensor):  # (B, 3, H, W) in [0, 1], as pipe(..., output_type="pt")
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W) in [0, 1] or a list of PIL images, got shape "
-                             f"{tuple(images.shape)}")
+            raise ValueError(
+                f"images must be (B, 3, H, W) in [0, 1] or a list of PIL images, got shape {tuple(images.shape)}"
+            )
         images = list((images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
     else:
         images = [np.asarray(image) for image in images]  # (H, W, 3) uint8 each
