@@ -12,6 +12,7 @@ stays within 10% of the reference.
     python benchmarks/quality_vs_nfe.py                            # about 7 minutes on one CPU thread
     python benchmarks/quality_vs_nfe.py --nfe 5 10 20 50 100 1000  # every sampler at 1000 too, about 30
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,13 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-
 from _results import write_csv  # benchmarks/_results.py, next to this script
-from diffusion_internals.course import checkpoints
+
 from diffusion_internals import sampling
-from diffusion_internals.course.checkpoints import load_classifier
-from diffusion_internals.course.data import load_dataset
-from diffusion_internals.course.metrics import classifier_accuracy, extract_features, frechet_distance
+from diffusion_internals.course import checkpoints, evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "digits-cosine-eps"
@@ -43,17 +41,22 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     denoiser = checkpoints.load_denoiser(MODEL)
-    classifier = load_classifier("digits")
-    reference = extract_features(load_dataset("digits", split="test").images, classifier.features)
     labels = torch.arange(10).repeat_interleave(args.per_class)
     shape = (len(labels), 1, 8, 8)
 
     def score(sampler: str, steps: int) -> tuple[float, float]:
         grid = dict(schedule="leading") if sampler in ("ddpm", "ddim") else dict(schedule="karras", sigma_max=SIGMA_MAX)
-        images = sampling.sample(denoiser, shape, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(0),
-                                 extra_args={"class_labels": labels}, **grid).clamp(-1, 1)
-        return (frechet_distance(extract_features(images, classifier.features), reference),
-                classifier_accuracy(images, labels, classifier))
+        images = sampling.sample(
+            denoiser,
+            shape,
+            sampler=sampler,
+            steps=steps,
+            generator=torch.Generator().manual_seed(0),
+            extra_args={"class_labels": labels},
+            **grid,
+        ).clamp(-1, 1)
+        scores = evaluation.score(images, labels, "digits")
+        return scores["fid"], scores["accuracy"]
 
     start = time.perf_counter()
     reference_fid, reference_accuracy = score("ddpm", 1000)
@@ -68,13 +71,25 @@ def main() -> None:
                 continue
             fid, accuracy = score(sampler, steps)
             fids[nfe] = fid
-            rows.append({"sampler": sampler, "nfe": nfe, "steps": steps, "fid": round(fid, 3),
-                         "accuracy": round(accuracy, 4), "reference_fid": round(reference_fid, 3),
-                         "within_10pct": fid <= 1.1 * reference_fid})
+            rows.append(
+                {
+                    "sampler": sampler,
+                    "nfe": nfe,
+                    "steps": steps,
+                    "fid": round(fid, 3),
+                    "accuracy": round(accuracy, 4),
+                    "reference_fid": round(reference_fid, 3),
+                    "within_10pct": fid <= 1.1 * reference_fid,
+                }
+            )
         good = [n for n in fids if all(fids[m] <= 1.1 * reference_fid for m in fids if m >= n)]
         knee = min(good) if good else None
-        print(f"{sampler:>20}" + "".join(f"{fids[n]:9.1f}" if n in fids else f"{'-':>9}" for n in args.nfe)
-              + f"   {knee if knee is not None else 'never'}", flush=True)
+        print(
+            f"{sampler:>20}"
+            + "".join(f"{fids[n]:9.1f}" if n in fids else f"{'-':>9}" for n in args.nfe)
+            + f"   {knee if knee is not None else 'never'}",
+            flush=True,
+        )
     write_csv(args.out, rows)
     print(f"{time.perf_counter() - start:.0f} s")
 

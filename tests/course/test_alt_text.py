@@ -11,12 +11,14 @@ of the functions and classes it defines, calls
 - ``plt.show``, ``plt.subplots``, ``plt.figure`` or another pyplot call that makes a figure
   (``FIGURE_CALLS``),
 - ``<anything>.savefig``, or ``display(fig...)`` with a name that starts with ``fig``,
-- a helper defined at the top level of a code cell of the same page whose body makes a
-  figure by those calls (``digit_rows`` in chapter 3, ``show`` in chapter 7), or
+- a helper defined at the top level of a code cell of the same page, or imported by the page from
+  ``diffusion_internals.course.plotting``, whose body makes a figure by those calls (``digit_rows`` in
+  chapters 3 and 6, ``show_panels`` in chapter 7), or
 - ends with a bare ``fig...`` expression (the notebook displays it).
 
 A set-up cell that only defines such a helper draws nothing, so it needs no alt text.
 """
+
 from __future__ import annotations
 
 import ast
@@ -24,16 +26,30 @@ import re
 from pathlib import Path
 
 import pytest
-
 from support import ROOT
 
 read = pytest.importorskip("myst_nb.core.read")
 
 BOOK = ROOT / "book"
+PLOTTING = ROOT / "src" / "diffusion_internals" / "course" / "plotting.py"  # the chapters' shared figure helpers
 PAGES = sorted(BOOK.glob("*.md"))
 MIN_ALT_LENGTH = 40
-FIGURE_CALLS = {"show", "subplots", "figure", "subplot", "subplot_mosaic", "imshow", "matshow",
-                "plot", "scatter", "hist", "bar", "contour", "contourf", "pcolormesh"}
+FIGURE_CALLS = {
+    "show",
+    "subplots",
+    "figure",
+    "subplot",
+    "subplot_mosaic",
+    "imshow",
+    "matshow",
+    "plot",
+    "scatter",
+    "hist",
+    "bar",
+    "contour",
+    "contourf",
+    "pcolormesh",
+}
 DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 
 
@@ -71,13 +87,29 @@ def makes_figure(call: ast.Call, helpers: set[str]) -> bool:
 
 
 def figure_helpers(trees: list[ast.Module]) -> set[str]:
-    """The names of the top-level functions of a page whose body draws a figure (directly or through another)."""
-    functions = {node.name: node for tree in trees for node in tree.body
-                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    """The names of the top-level functions of a page, or imported from plotting, whose body draws a figure."""
+    functions = {
+        node.name: node
+        for tree in trees
+        for node in tree.body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    imported = {
+        alias.asname or alias.name: alias.name
+        for tree in trees
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module == "diffusion_internals.course.plotting"
+        for alias in node.names
+    }
+    shared = {node.name: node for node in ast.parse(PLOTTING.read_text()).body if isinstance(node, ast.FunctionDef)}
+    functions.update({name: shared[original] for name, original in imported.items() if original in shared})
     helpers: set[str] = set()
     while True:
-        found = {name for name, node in functions.items() if name not in helpers
-                 and any(isinstance(n, ast.Call) and makes_figure(n, helpers) for n in ast.walk(node))}
+        found = {
+            name
+            for name, node in functions.items()
+            if name not in helpers and any(isinstance(n, ast.Call) and makes_figure(n, helpers) for n in ast.walk(node))
+        }
         if not found:
             return helpers
         helpers |= found
@@ -101,8 +133,11 @@ def code_cells(page: Path) -> list[tuple[int, str, dict]]:
     """(line of the ``{code-cell}`` fence, code, metadata) of each code cell of a MyST notebook page."""
     notebook = read.read_myst_markdown_notebook(page.read_text(), add_source_map=True, path=str(page))
     lines = notebook.metadata.get("source_map", [])
-    return [(line, cell.source, dict(cell.metadata)) for line, cell in zip(lines, notebook.cells)
-            if cell.cell_type == "code"]
+    return [
+        (line, cell.source, dict(cell.metadata))
+        for line, cell in zip(lines, notebook.cells)
+        if cell.cell_type == "code"
+    ]
 
 
 def figure_cells(page: Path) -> list[tuple[int, str | None]]:
@@ -110,16 +145,22 @@ def figure_cells(page: Path) -> list[tuple[int, str | None]]:
     cells = code_cells(page)
     trees = [python_tree(source) for _, source, _ in cells]
     helpers = figure_helpers(trees)
-    return [(line, image_alt(metadata)) for (line, _, metadata), tree in zip(cells, trees)
-            if draws_figure(tree, helpers)]
+    return [
+        (line, image_alt(metadata)) for (line, _, metadata), tree in zip(cells, trees) if draws_figure(tree, helpers)
+    ]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
 def test_every_figure_cell_has_an_alt_text(page):
-    missing = [f"{page.name}:{line}: " + ("no mystnb.image.alt" if alt is None else f"alt too short ({alt!r})")
-               for line, alt in figure_cells(page) if alt is None or len(alt.strip()) < MIN_ALT_LENGTH]
-    assert not missing, (f"figure cells without an alt text of at least {MIN_ALT_LENGTH} characters "
-                         "(add `mystnb: {image: {alt: ...}}` to the cell's YAML header):\n" + "\n".join(missing))
+    missing = [
+        f"{page.name}:{line}: " + ("no mystnb.image.alt" if alt is None else f"alt too short ({alt!r})")
+        for line, alt in figure_cells(page)
+        if alt is None or len(alt.strip()) < MIN_ALT_LENGTH
+    ]
+    assert not missing, (
+        f"figure cells without an alt text of at least {MIN_ALT_LENGTH} characters "
+        "(add `mystnb: {image: {alt: ...}}` to the cell's YAML header):\n" + "\n".join(missing)
+    )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
@@ -127,16 +168,24 @@ def test_alt_text_sits_only_on_figure_cells(page):
     # An alt text on a cell that the rule says draws nothing is a stray copy, or the rule missed a figure.
     cells = code_cells(page)
     drawing = {line for line, _ in figure_cells(page)}
-    stray = [f"{page.name}:{line}" for line, _, metadata in cells
-             if image_alt(metadata) is not None and line not in drawing]
+    stray = [
+        f"{page.name}:{line}" for line, _, metadata in cells if image_alt(metadata) is not None and line not in drawing
+    ]
     assert not stray, "alt text on cells that draw no figure (by the rule of this module):\n" + "\n".join(stray)
 
 
 def test_the_chapters_have_the_figure_cells_we_know_of():
     # The rule must keep finding the figures of the finished chapters (counted by hand from their sources).
-    expected = {"01_forward_process.md": 2, "02_reverse_process.md": 6, "03_ddpm_ddim.md": 5,
-                "04_ode_samplers.md": 6, "05_guidance.md": 6, "06_stable_diffusion.md": 5, "07_field_guide.md": 7,
-                "performance.md": 0}
+    expected = {
+        "01_forward_process.md": 2,
+        "02_reverse_process.md": 6,
+        "03_ddpm_ddim.md": 5,
+        "04_ode_samplers.md": 6,
+        "05_guidance.md": 6,
+        "06_stable_diffusion.md": 5,
+        "07_field_guide.md": 7,
+        "performance.md": 0,
+    }
     found = {name: len(figure_cells(BOOK / name)) for name in expected}
     assert found == expected
 

@@ -4,14 +4,15 @@ Oracles: a checkerboard of +-1 has every neighbour difference 2 (energy 4); whit
 2 s^2 to the energy (Var(a - b) = 2 s^2 for independent draws); numpy's std; float16's largest finite
 value 65504; and a per-sample function, which must give the same rows in a batch as alone.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from diffusion_internals.course import metrics
 from diffusion_internals import samplers, schedules
+from diffusion_internals.course import metrics
 from diffusion_internals.denoisers import GaussianDenoiser
 from diffusion_internals.utils import per_sample_generators
 
@@ -38,8 +39,9 @@ def numpy_gradient_energy(images: np.ndarray) -> np.ndarray:
 
 def test_gradient_energy_matches_loops_and_closed_forms():
     x = torch.randn(3, 2, 5, 7, generator=gen(0))
-    np.testing.assert_allclose(metrics.gradient_energy(x).numpy(), numpy_gradient_energy(x.double().numpy()),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        metrics.gradient_energy(x).numpy(), numpy_gradient_energy(x.double().numpy()), rtol=1e-12
+    )
     checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1  # +-1 checkerboard
     assert metrics.gradient_energy(checker.reshape(1, 1, 8, 8)).item() == pytest.approx(4.0)
     assert metrics.gradient_energy(torch.full((2, 3, 4, 4), 0.3)).abs().max().item() == 0.0
@@ -60,8 +62,16 @@ def test_rms_contrast_is_the_per_image_std():
     np.testing.assert_allclose(metrics.rms_contrast(x).numpy(), expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("bad", [torch.zeros(3, 8, 8), torch.zeros(0, 1, 8, 8), torch.zeros(2, 1, 1, 8),
-                                 torch.zeros(2, 1, 8, 8, dtype=torch.int64), [[0.0]]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        torch.zeros(3, 8, 8),
+        torch.zeros(0, 1, 8, 8),
+        torch.zeros(2, 1, 1, 8),
+        torch.zeros(2, 1, 8, 8, dtype=torch.int64),
+        [[0.0]],
+    ],
+)
 def test_image_measures_reject_bad_input(bad):
     with pytest.raises(ValueError, match="images"):
         metrics.gradient_energy(bad)
@@ -106,7 +116,8 @@ def test_batch_discrepancy_sees_one_generator_for_the_batch_in_an_ancestral_samp
         def sample_fn(seeds):
             x = torch.stack([torch.randn(1, 4, 4, generator=gen(s)) for s in seeds]) * 10.0  # (B, 1, 4, 4)
             noise = gen(seeds[0]) if one_generator else per_sample_generators(seeds)
-            return samplers.sample_euler_ancestral(denoiser, x, sigmas, generator=noise)
+            return samplers.sample_euler_ancestral(denoiser, x, sigmas, noise=noise)
+
         return sample_fn
 
     assert metrics.batch_discrepancy(run(False), [5, 6, 7]) == 0.0

@@ -1,4 +1,5 @@
 """Guidance sweeps: guided() against hand-built CFG formulas, the optimal-scale rule, and the committed sweep."""
+
 from __future__ import annotations
 
 import math
@@ -8,9 +9,9 @@ import pytest
 import torch
 
 from diffusion_internals.course import guidance_sweep as gs
+from diffusion_internals.course.checkpoints import load_denoiser, read_training_config
 from diffusion_internals.denoisers import GaussianDenoiser
 from diffusion_internals.guidance import CFGDenoiser
-from diffusion_internals.course.checkpoints import load_denoiser, read_training_config
 
 NULL = 3  # the toy model's null label: classes 0-2 and "no class" = 3
 
@@ -20,15 +21,19 @@ class ToyConditional:
 
     def __init__(self):
         self.model = SimpleNamespace(config=SimpleNamespace(num_class_embeds=NULL + 1))
-        self.classes = [GaussianDenoiser(torch.tensor([1.5, -0.5, 0.8]), 0.3),
-                        GaussianDenoiser(torch.tensor([-1.2, 0.4, 1.0]), 0.5),
-                        GaussianDenoiser(torch.tensor([0.1, 1.7, -0.9]), 0.2)]
+        self.classes = [
+            GaussianDenoiser(torch.tensor([1.5, -0.5, 0.8]), 0.3),
+            GaussianDenoiser(torch.tensor([-1.2, 0.4, 1.0]), 0.5),
+            GaussianDenoiser(torch.tensor([0.1, 1.7, -0.9]), 0.2),
+        ]
         self.uncond = GaussianDenoiser(torch.zeros(3), 1.0)
 
     def __call__(self, x, sigma, *, class_labels):
         sigma = torch.as_tensor(sigma, dtype=x.dtype).expand(x.shape[0])
-        rows = [(self.uncond if int(c) == NULL else self.classes[int(c)])(x[i:i + 1], sigma[i:i + 1])
-                for i, c in enumerate(class_labels)]
+        rows = [
+            (self.uncond if int(c) == NULL else self.classes[int(c)])(x[i : i + 1], sigma[i : i + 1])
+            for i, c in enumerate(class_labels)
+        ]
         return torch.cat(rows)
 
 
@@ -44,19 +49,19 @@ def toy():
 def both(toy, x, sigma, labels):
     """The conditional and unconditional predictions, computed class by class from the Gaussians (Tweedie)."""
     s = torch.full((len(x),), sigma, dtype=torch.float64)
-    d_c = torch.cat([toy.classes[int(c)](x[i:i + 1], s[i:i + 1]) for i, c in enumerate(labels)])
+    d_c = torch.cat([toy.classes[int(c)](x[i : i + 1], s[i : i + 1]) for i, c in enumerate(labels)])
     return d_c, toy.uncond(x, s)
 
 
 # ---------------------------------------------------------------------------- guided() against the formulas
 
 
-@pytest.mark.parametrize("scale", [0.0, 1.0, 4.0])
-def test_guided_without_a_fix_is_the_cfg_formula(toy, scale):
+@pytest.mark.parametrize("guidance_scale", [0.0, 1.0, 4.0])
+def test_guided_without_a_fix_is_the_cfg_formula(toy, guidance_scale):
     x, labels, sigma = randn(6, 3, seed=1) * 2, torch.tensor([0, 1, 2, 0, 1, 2]), 1.3
     d_c, d_u = both(toy, x, sigma, labels)
-    out = gs.guided(toy, scale, "none")(x, sigma, class_labels=labels)
-    torch.testing.assert_close(out, d_u + scale * (d_c - d_u))  # Ho & Salimans 2022, eq. 6 with scale = 1 + w
+    out = gs.guided(toy, guidance_scale=guidance_scale)(x, sigma, class_labels=labels)
+    torch.testing.assert_close(out, d_u + guidance_scale * (d_c - d_u))  # Ho & Salimans 2022, eq. 6, scale = 1 + w
 
 
 def test_guided_rescale_is_lin_et_al_eqs_15_16(toy):
@@ -82,7 +87,9 @@ def test_guided_threshold_is_imagen_dynamic_thresholding(toy):
     assert out.abs().max() <= 1.0 + 1e-12
 
 
-@pytest.mark.parametrize("sigma, inside", [(0.2, False), (0.28, False), (1.0, True), (5.42, True), (5.5, False), (8.0, False)])
+@pytest.mark.parametrize(
+    "sigma, inside", [(0.2, False), (0.28, False), (1.0, True), (5.42, True), (5.5, False), (8.0, False)]
+)
 def test_guided_interval_guides_only_inside_the_sigma_interval(toy, sigma, inside):
     x, labels, scale = randn(3, 3, seed=4) * 2, torch.tensor([0, 1, 2]), 6.0
     d_c, d_u = both(toy, x, sigma, labels)
@@ -114,8 +121,10 @@ def test_guided_is_a_cfg_denoiser_with_the_null_label(toy, fix):
 
 def test_overrides_replace_the_defaults(toy):
     x, labels, sigma = randn(4, 3, seed=6), torch.tensor([0, 1, 2, 0]), 1.0
-    torch.testing.assert_close(gs.guided(toy, 3.0, "rescale", rescale=0.0)(x, sigma, class_labels=labels),
-                               gs.guided(toy, 3.0, "none")(x, sigma, class_labels=labels))
+    torch.testing.assert_close(
+        gs.guided(toy, 3.0, "rescale", rescale=0.0)(x, sigma, class_labels=labels),
+        gs.guided(toy, 3.0, "none")(x, sigma, class_labels=labels),
+    )
     assert gs.guided(toy, 3.0, "interval", interval=(0.5, 2.0)).interval == (0.5, 2.0)
 
 
@@ -123,13 +132,24 @@ def test_overrides_replace_the_defaults(toy):
 
 
 def rows_for(fix, table):
-    return [{"scale": s, "fix": fix, "fid": f, "accuracy": a, "saturation": 0.5, "clipping_fraction": 0.0}
-            for s, f, a in table]
+    return [
+        {"scale": s, "fix": fix, "fid": f, "accuracy": a, "saturation": 0.5, "clipping_fraction": 0.0}
+        for s, f, a in table
+    ]
 
 
 def test_optimal_scale_is_the_largest_scale_within_the_fid_band_among_accurate_rows():
-    rows = rows_for("none", [(0, 10.0, 0.1),  # lowest FID, but unguided: fails the accuracy floor
-                             (1, 50.0, 0.96), (1.5, 40.0, 0.98), (2, 43.9, 0.99), (3, 44.1, 0.99), (7, 200.0, 1.0)])
+    rows = rows_for(
+        "none",
+        [
+            (0, 10.0, 0.1),  # lowest FID, but unguided: fails the accuracy floor
+            (1, 50.0, 0.96),
+            (1.5, 40.0, 0.98),
+            (2, 43.9, 0.99),
+            (3, 44.1, 0.99),
+            (7, 200.0, 1.0),
+        ],
+    )
     # Eligible: 1, 1.5, 2, 3, 7; best FID 40; band 44.0; 2 (43.9) is in, 3 (44.1) is out.
     assert gs.optimal_scale(rows) == 2.0
     assert gs.optimal_scale(rows, fid_slack=0.0) == 1.5
@@ -138,8 +158,9 @@ def test_optimal_scale_is_the_largest_scale_within_the_fid_band_among_accurate_r
 
 
 def test_optimal_scale_reads_only_the_rows_of_its_fix():
-    rows = rows_for("none", [(1, 50.0, 0.99), (3, 90.0, 0.99)]) + rows_for("rescale", [(1, 50.0, 0.99),
-                                                                                      (3, 51.0, 0.99)])
+    rows = rows_for("none", [(1, 50.0, 0.99), (3, 90.0, 0.99)]) + rows_for(
+        "rescale", [(1, 50.0, 0.99), (3, 51.0, 0.99)]
+    )
     assert gs.optimal_scale(rows, "none") == 1.0
     assert gs.optimal_scale(rows, "rescale") == 3.0
     plain = [{k: v for k, v in r.items() if k != "fix"} for r in rows[:2]]
@@ -167,7 +188,11 @@ def test_optimal_scale_rejects_bad_rows_and_settings():
 def test_pivot_puts_scales_down_and_fixes_across():
     rows = rows_for("none", [(1, 99.44, 0.98), (3, 1013.2, 1.0)]) + rows_for("apg", [(3, 79.6, 1.0)])
     assert gs.pivot(rows, "fid").splitlines() == [
-        "| scale | none | apg |", "|---|---|---|", "| 1 | 99.4 | - |", "| 3 | 1013 | 79.6 |"]
+        "| scale | none | apg |",
+        "|---|---|---|",
+        "| 1 | 99.4 | - |",
+        "| 3 | 1013 | 79.6 |",
+    ]
     assert gs.pivot(rows, "accuracy").splitlines()[2] == "| 1 | 0.98 | - |"
 
 
@@ -177,9 +202,9 @@ def test_pivot_puts_scales_down_and_fixes_across():
 def test_bad_arguments_name_the_parameter(toy):
     with pytest.raises(ValueError, match="fix must be one of"):
         gs.guided(toy, 2.0, "clip")
-    with pytest.raises(ValueError, match="scale must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="guidance_scale must satisfy value >= 0"):
         gs.guided(toy, -1.0)
-    with pytest.raises(ValueError, match="scale must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="guidance_scale must be a finite real number"):
         gs.guided(toy, float("nan"))
     with pytest.raises(ValueError, match="takes the overrides"):
         gs.guided(toy, 2.0, "none", rescale=0.5)
@@ -196,32 +221,39 @@ def colour(one_thread):
     return load_denoiser("colour-digits-cosine-eps")
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"scales": []}, "scales must be a non-empty sequence"),
-    ({"scales": 3.0}, "scales must be a non-empty sequence"),
-    ({"scales": [1.0, -2.0]}, r"scales\[i\] must be"),
-    ({"fixes": "none"}, "fixes must be a non-empty sequence"),
-    ({"fixes": ["none", "clip"]}, "fix must be one of"),
-    ({"per_class": 0}, "per_class must be an int >= 1"),
-    ({"per_class": 2.5}, "per_class must be an int >= 1"),
-    ({"dataset": "cifar10"}, "dataset must be one of"),
-    ({"steps": 0}, "steps must be an int >= 1"),
-    ({"seed": -1}, "seed must be an int >= 0"),
-    ({"sampler": "plms"}, "sampler must be one of"),
-    ({"schedule": "cosine"}, "schedule must be one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"guidance_scales": []}, "guidance_scales must be a non-empty sequence"),
+        ({"guidance_scales": 3.0}, "guidance_scales must be a non-empty sequence"),
+        ({"guidance_scales": [1.0, -2.0]}, r"guidance_scales\[i\] must satisfy value >= 0"),
+        ({"fixes": "none"}, "fixes must be a non-empty sequence"),
+        ({"fixes": ["none", "clip"]}, "fix must be one of"),
+        ({"per_class": 0}, "per_class must be an int >= 1"),
+        ({"per_class": 2.5}, "per_class must be an int >= 1"),
+        ({"dataset": "cifar10"}, "dataset must be one of"),
+        ({"steps": 0}, "steps must be an int >= 1"),
+        ({"seed": -1}, "seed must be an int >= 0"),
+        ({"sampler": "plms"}, "sampler must be one of"),
+        ({"schedule": "cosine"}, "schedule must be one of"),
+    ],
+)
 def test_measure_checks_its_arguments(colour, kwargs, match):
-    args = {"dataset": "colour_digits", "scales": [1.0], "per_class": 1, "steps": 1, **kwargs}
-    with pytest.raises(ValueError, match=match):
-        gs.measure(colour, args.pop("dataset"), args.pop("scales"), **args)
+    args = {"dataset": "colour_digits", "guidance_scales": [1.0], "per_class": 1, "steps": 1, **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):  # TypeError: not an int at all (2.5)
+        gs.measure(colour, **args)
 
 
 def test_measure_is_reproducible_and_reports_every_column(colour):
     kwargs = {"per_class": 1, "steps": 2, "seed": 3}
     first = gs.measure(colour, "colour_digits", [1.0, 3.0], ("none", "threshold"), **kwargs)
     again = gs.measure(colour, "colour_digits", [3.0], ("threshold",), **kwargs)
-    assert [(r["scale"], r["fix"]) for r in first] == [(1.0, "none"), (3.0, "none"), (1.0, "threshold"),
-                                                       (3.0, "threshold")]
+    assert [(r["scale"], r["fix"]) for r in first] == [
+        (1.0, "none"),
+        (3.0, "none"),
+        (1.0, "threshold"),
+        (3.0, "threshold"),
+    ]
     assert all(set(r) == set(gs.COLUMNS) for r in first)
     assert again[0] == first[3]  # same settings, same numbers: the seed fixes the initial noise
 
@@ -239,7 +271,8 @@ def test_the_committed_sweep_covers_the_grid_and_records_its_settings():
     rows = gs.measured()
     settings = gs.measured_settings()
     assert {(r["scale"], r["fix"]) for r in rows} == (
-        {(s, f) for s in gs.SCALES if s > 0 for f in gs.FIXES} | {(0.0, "none")})
+        {(s, f) for s in gs.SCALES if s > 0 for f in gs.FIXES} | {(0.0, "none")}
+    )
     assert len(rows) == len(gs.SCALES) * len(gs.FIXES) - len(gs.FIXES) + 1
     for key in ("per_class", "steps", "seed", "sampler", "schedule"):
         assert settings[key] == gs.DEFAULTS[key], key

@@ -5,6 +5,7 @@ The Frechet distance between N(mu_a, S_a) and N(mu_b, S_b) is |mu_a - mu_b|^2 + 
 sum_i (s_a,i - s_b,i)^2 with s the standard deviations, and in general scipy.linalg.sqrtm is the
 reference pytorch-fid and the FID paper's code use.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -48,7 +49,10 @@ def scipy_frechet(mu_a, cov_a, mu_b, cov_b) -> float:
 def test_diagonal_covariances_give_the_sum_of_squared_std_differences(seed):
     g = gen(seed)
     mu_a, mu_b = torch.randn(6, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
-    std_a, std_b = torch.rand(6, generator=g, dtype=torch.float64) + 0.1, torch.rand(6, generator=g, dtype=torch.float64)
+    std_a, std_b = (
+        torch.rand(6, generator=g, dtype=torch.float64) + 0.1,
+        torch.rand(6, generator=g, dtype=torch.float64),
+    )
     expected = float(((mu_a - mu_b) ** 2).sum() + ((std_a - std_b) ** 2).sum())
     got = metrics.gaussian_frechet_distance(mu_a, torch.diag(std_a**2), mu_b, torch.diag(std_b**2))
     assert got == pytest.approx(expected, rel=1e-10, abs=1e-12)
@@ -112,6 +116,7 @@ def test_fid_is_the_frechet_distance_of_extracted_features_in_any_batch_size():
 def test_inception_extractor_says_what_is_missing():
     try:
         import torch_fidelity  # noqa: F401
+
         pytest.skip("torch-fidelity is installed")
     except ImportError:
         pass
@@ -149,8 +154,12 @@ def test_clipping_fraction_counts_values_at_or_beyond_the_limits():
 def test_nearest_neighbour_distances_match_brute_force():
     queries, refs = torch.randn(30, 2, 3, generator=gen(0)), torch.randn(40, 2, 3, generator=gen(1))
     brute = scipy.spatial.distance.cdist(queries.reshape(30, -1).double(), refs.reshape(40, -1).double()).min(1)
-    torch.testing.assert_close(metrics.nearest_neighbour_distances(queries, refs, batch_size=7),
-                               torch.from_numpy(brute), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        metrics.nearest_neighbour_distances(queries, refs, batch_size=7),
+        torch.from_numpy(brute),
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 def test_classifier_accuracy_is_the_fraction_of_argmax_hits():

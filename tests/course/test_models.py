@@ -5,6 +5,7 @@ schedulers driving the same U-Net), the data's own test split (FID floor, neares
 distances), and the uniform class distribution of the training data. Sampling uses the package's
 DDIM sampler, DiscreteDenoiser and CFGDenoiser; every sample run has a fixed seed.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,12 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
-from diffusion_internals.course import data, checkpoints
 from diffusion_internals import diffusers_compat, sampling, schedules
-from diffusion_internals.course.models import DigitsClassifier
+from diffusion_internals.course import checkpoints, data
+from diffusion_internals.course.__main__ import main as train_main
 from diffusion_internals.course.checkpoints import load_classifier
+from diffusion_internals.course.digits_pipeline import DigitsPipeline
 from diffusion_internals.course.evaluation import sample_classes
-from diffusion_internals.denoisers import DiscreteDenoiser
 from diffusion_internals.course.metrics import (
     classifier_accuracy,
     clipping_fraction,
@@ -29,11 +30,11 @@ from diffusion_internals.course.metrics import (
     nearest_neighbour_distances,
     saturation,
 )
-from diffusion_internals.course.models import TimestepMLP, class_conditional_unet, null_label
-from diffusion_internals.course.digits_pipeline import DigitsPipeline
-from diffusion_internals.course.__main__ import main as train_main
+from diffusion_internals.course.models import DigitsClassifier, TimestepMLP, class_conditional_unet, null_label
 from diffusion_internals.course.production import apply_flaw
-from diffusion_internals.course.training import train, training_target
+from diffusion_internals.course.training import train
+from diffusion_internals.denoisers import DiscreteDenoiser
+from diffusion_internals.parameterization import training_target
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "train_models.sh"
@@ -97,10 +98,9 @@ def tiny_unet() -> UNet2DModel:
 
 def test_training_is_repeatable_with_a_seed_and_logs_each_timestep_bucket():
     # Same initial weights; the seed drives every draw of the loop (data, t, eps, label dropout).
-    runs = [train("digits", steps=3, batch_size=8, seed=seed, log_every=2, model=tiny_unet())
-            for seed in (0, 0, 1)]
+    runs = [train("digits", steps=3, batch_size=8, seed=seed, log_every=2, model=tiny_unet()) for seed in (0, 0, 1)]
     (a, record), (b, _), (c, _) = runs
-    for (name, p), q, r in zip(a.named_parameters(), b.parameters(), c.parameters()):
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
         assert torch.equal(p, q), name
     assert any(not torch.equal(p, r) for p, r in zip(a.parameters(), c.parameters()))
     assert record["history"]["step"] == [2, 3] and len(record["metrics"]["train_loss_by_bucket"]) == 10
@@ -135,14 +135,21 @@ def test_ema_is_diffusers_ema_model_with_its_warm_up():
 
 def test_mlp_learns_a_2d_toy():
     torch.manual_seed(0)
-    _, record = train("eight_gaussians", steps=400, batch_size=256, lr=3e-3, ema=0.0, log_every=50,
-                      model=TimestepMLP(hidden=64, depth=2))
+    _, record = train(
+        "eight_gaussians",
+        steps=400,
+        batch_size=256,
+        lr=3e-3,
+        ema=0.0,
+        log_every=50,
+        model=TimestepMLP(hidden=64, depth=2),
+    )
     losses = record["history"]["loss"]
     assert record["label_dropout"] is None and losses[-1] < 0.7 * losses[0]
 
 
 def test_train_checks_its_options():
-    with pytest.raises(ValueError, match="label_dropout must be"):
+    with pytest.raises(ValueError, match=r"label_dropout must satisfy 0 <= label_dropout <= 1, got 1.5"):
         train("digits", label_dropout=1.5)
     with pytest.raises(ValueError, match="schedule must be one of"):
         train("digits", schedule="quadratic")
@@ -166,18 +173,38 @@ def test_flaws_keep_the_truth_and_refuse_what_they_cannot_fake():
 def test_saved_scheduler_builds_the_training_schedule_without_clipping(schedule, zero_snr):
     config = {"schedule": schedule, "zero_snr": zero_snr, "num_train_timesteps": 1000, "prediction_type": "epsilon"}
     scheduler = checkpoints.ddim_scheduler(config)  # diffusers computes these betas itself
-    torch.testing.assert_close(scheduler.alphas_cumprod.double(), checkpoints.alphas_cumprod_for(config),
-                               rtol=2e-5, atol=5e-7)
+    torch.testing.assert_close(
+        scheduler.alphas_cumprod.double(), checkpoints.alphas_cumprod_for(config), rtol=2e-5, atol=5e-7
+    )
     assert scheduler.config.clip_sample is False
     assert scheduler.config.timestep_spacing == ("trailing" if zero_snr else "leading")
 
 
 def test_cli_saves_a_checkpoint_that_loads_with_its_configuration(tmp_path):
     out = tmp_path / "client"
-    train_main(["--dataset", "digits", "--schedule", "linear", "--steps", "2", "--batch-size", "4",
-                "--flaw", "claims-cosine", "--out", str(out), *TINY])
-    assert {p.name for p in out.iterdir()} == {"config.json", "diffusion_pytorch_model.safetensors", "training.json",
-                                               "scheduler_config.json"}
+    train_main(
+        [
+            "--dataset",
+            "digits",
+            "--schedule",
+            "linear",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--flaw",
+            "claims-cosine",
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
+    assert {p.name for p in out.iterdir()} == {
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "training.json",
+        "scheduler_config.json",
+    }
     model, config = checkpoints.load_model(out)
     assert isinstance(model, UNet2DModel) and not model.training
     assert config["command"].endswith(f"--out {out} " + " ".join(TINY))
@@ -191,8 +218,20 @@ def test_cli_saves_a_checkpoint_that_loads_with_its_configuration(tmp_path):
 
 
 def test_cli_trains_a_classifier(tmp_path):
-    train_main(["--dataset", "digits", "--classifier", "--steps", "2", "--batch-size", "4", "--out", str(tmp_path),
-                "--no-progress"])
+    train_main(
+        [
+            "--dataset",
+            "digits",
+            "--classifier",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     model = load_classifier(str(tmp_path))
     assert isinstance(model, DigitsClassifier) and model.features(torch.zeros(3, 1, 8, 8)).shape == (3, 64)
 
@@ -251,9 +290,12 @@ PER_CLASS = 30  # 300 samples: a 97% bar then allows 9 misses
 def guided_samples():
     """50-step DDIM samples at guidance 3 of the cosine and linear digits models, same seed and labels."""
     labels = torch.arange(10).repeat_interleave(PER_CLASS)
-    return labels, {name: sample_classes(checkpoints.load_denoiser(name), labels, guidance=3.0, steps=50,
-                                         generator=gen(0)).clamp(-1, 1)
-                    for name in ("digits-cosine-eps", "digits-linear-eps")}
+    return labels, {
+        name: sample_classes(
+            checkpoints.load_denoiser(name), labels, guidance_scale=3.0, steps=50, generator=gen(0)
+        ).clamp(-1, 1)
+        for name in ("digits-cosine-eps", "digits-linear-eps")
+    }
 
 
 @pytest.mark.slow
@@ -279,8 +321,15 @@ def unconditional_samples():
     denoiser = checkpoints.load_denoiser("digits-cosine-eps")
     n = 1000
     null = torch.full((n,), null_label(denoiser.model))
-    return sampling.sample(denoiser, (n, 1, 8, 8), sampler="ddim", steps=25, schedule="leading", generator=gen(1),
-                           extra_args={"class_labels": null}).clamp(-1, 1)
+    return sampling.sample(
+        denoiser,
+        (n, 1, 8, 8),
+        sampler="ddim",
+        steps=25,
+        schedule="leading",
+        generator=gen(1),
+        extra_args={"class_labels": null},
+    ).clamp(-1, 1)
 
 
 @pytest.mark.slow
@@ -311,8 +360,15 @@ def test_model_trained_without_label_dropout_has_no_unconditional_model(uncondit
     denoiser = checkpoints.load_denoiser("digits-cosine-eps-no-dropout")
     n = len(unconditional_samples)
     null = torch.full((n,), null_label(denoiser.model))
-    flawed = sampling.sample(denoiser, (n, 1, 8, 8), sampler="ddim", steps=25, schedule="leading", generator=gen(1),
-                             extra_args={"class_labels": null}).clamp(-1, 1)
+    flawed = sampling.sample(
+        denoiser,
+        (n, 1, 8, 8),
+        sampler="ddim",
+        steps=25,
+        schedule="leading",
+        generator=gen(1),
+        extra_args={"class_labels": null},
+    ).clamp(-1, 1)
     features = load_classifier("digits").features
     reference = extract_features(data.digits("test").images, features)
     fid_flawed = frechet_distance(extract_features(flawed, features), reference)
@@ -325,7 +381,7 @@ def test_strong_guidance_oversaturates_colour_digits():
     # Chapter 5: the test split has mean HSV saturation 0.55 and no clipped values; strong guidance
     # pushes strokes past the colour range.
     denoiser, labels = checkpoints.load_denoiser("colour-digits-cosine-eps"), torch.arange(10).repeat(5)
-    x1, x7 = (sample_classes(denoiser, labels, guidance=w, steps=25, generator=gen(0)) for w in (1.0, 7.0))
+    x1, x7 = (sample_classes(denoiser, labels, guidance_scale=w, steps=25, generator=gen(0)) for w in (1.0, 7.0))
     assert saturation(x7) > saturation(x1) + 0.1, (saturation(x1), saturation(x7))
     assert clipping_fraction(x7) > 0.03 > clipping_fraction(x1), (clipping_fraction(x1), clipping_fraction(x7))
 
@@ -336,12 +392,16 @@ def test_client_model_is_wrecked_by_its_shipped_schedule_and_fine_with_the_true_
     shipped = checkpoints.load_denoiser("colour-digits-client")
     config = checkpoints.read_training_config("colour-digits-client")
     true_config = {**config, **config["flaw"]["actual"]}
-    honest = DiscreteDenoiser(shipped.model, checkpoints.alphas_cumprod_for(true_config),
-                              prediction_type=true_config["prediction_type"])
+    honest = DiscreteDenoiser(
+        shipped.model, checkpoints.alphas_cumprod_for(true_config), prediction_type=true_config["prediction_type"]
+    )
     labels, classifier = torch.arange(10).repeat(5), load_classifier("colour_digits")
-    accuracy = {name: classifier_accuracy(sample_classes(d, labels, guidance=1.0, steps=25, generator=gen(0))
-                                          .clamp(-1, 1), labels, classifier)
-                for name, d in (("shipped", shipped), ("true", honest))}
+    accuracy = {
+        name: classifier_accuracy(
+            sample_classes(d, labels, guidance_scale=1.0, steps=25, generator=gen(0)).clamp(-1, 1), labels, classifier
+        )
+        for name, d in (("shipped", shipped), ("true", honest))
+    }
     assert accuracy["true"] >= 0.9 and accuracy["shipped"] <= 0.75, accuracy
 
 
@@ -349,14 +409,19 @@ def test_client_model_is_wrecked_by_its_shipped_schedule_and_fine_with_the_true_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("guidance", [3.0, 1.0, 0.0])  # 1 and 0 take the pipeline's one-pass shortcut
-def test_pipeline_with_its_ddim_config_reproduces_the_package_sampler(guidance):
+@pytest.mark.parametrize("guidance_scale", [3.0, 1.0, 0.0])  # 1 and 0 take the pipeline's one-pass shortcut
+def test_pipeline_with_its_ddim_config_reproduces_the_package_sampler(guidance_scale):
     pipe = DigitsPipeline.from_checkpoint("digits-cosine-eps")
     pipe.set_progress_bar_config(disable=True)
     labels = torch.arange(10).repeat(2)
-    ours = sample_classes(checkpoints.load_denoiser("digits-cosine-eps"), labels, guidance=guidance, steps=50,
-                          generator=gen(7))
-    theirs = pipe(labels, num_inference_steps=50, guidance_scale=guidance, generator=gen(7)).images
+    ours = sample_classes(
+        checkpoints.load_denoiser("digits-cosine-eps"),
+        labels,
+        guidance_scale=guidance_scale,
+        steps=50,
+        generator=gen(7),
+    )
+    theirs = pipe(labels, num_inference_steps=50, guidance_scale=guidance_scale, generator=gen(7)).images
     torch.testing.assert_close(theirs, ours, rtol=0, atol=2e-3)
 
 
@@ -368,8 +433,15 @@ def test_pipeline_with_an_euler_scheduler_reproduces_the_package_sampler():
     pipe.scheduler = diffusers_compat.diffusers_scheduler("Euler", pipe.scheduler)  # keeps the saved "leading" spacing
     labels = torch.arange(10)
     theirs = pipe(labels, num_inference_steps=20, guidance_scale=1.0, generator=gen(3)).images
-    ours = sampling.sample(checkpoints.load_denoiser("digits-linear-eps"), (10, 1, 8, 8), sampler="euler",
-                           steps=20, schedule="leading", generator=gen(3), extra_args={"class_labels": labels})
+    ours = sampling.sample(
+        checkpoints.load_denoiser("digits-linear-eps"),
+        (10, 1, 8, 8),
+        sampler="euler",
+        steps=20,
+        schedule="leading",
+        generator=gen(3),
+        extra_args={"class_labels": labels},
+    )
     torch.testing.assert_close(theirs, ours, rtol=0, atol=2e-3)
 
 

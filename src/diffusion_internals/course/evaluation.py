@@ -1,44 +1,55 @@
-"""Scoring a class-conditional model: samples at several guidance scales, judged by the course classifier.
+"""Scoring generated classes: one scorer for digits-FID, class accuracy and colour measures, used everywhere.
 
-For each guidance scale ``w`` (``0`` = unconditional, ``1`` = conditional, no guidance), draw the same
-number of samples of every class with the package's DDIM sampler (Song et al. 2021) around
-``CFGDenoiser`` (Ho & Salimans 2022) and report
+:func:`score` judges samples of requested classes with the course classifier of their data set
+(:mod:`diffusion_internals.course.checkpoints`):
 
-* ``accuracy``: how often the classifier finds the requested class (at ``w = 0`` the labels are
-  ignored, so it is chance, 0.1);
+* ``fid``: the Frechet distance of the classifier's penultimate features to those of the test split
+  ("digits-FID", Heusel et al. 2017; :mod:`diffusion_internals.course.metrics`);
+* ``accuracy``: how often the classifier finds the requested class;
 * ``class_histogram_max_deviation``: the largest gap between a class's share of the classifier's
-  predictions and 1/K, which is what ``w = 0`` should keep small;
-* ``fid``: the Frechet distance of classifier features to the test split ("digits-FID");
-* for RGB images, ``saturation`` and ``clipping_fraction`` (:mod:`diffusion_internals.course.metrics`).
+  predictions and 1/K, which unconditional sampling (guidance scale 0) should keep small;
+* for RGB images, ``saturation`` and ``clipping_fraction``.
+
+The samples are clipped to [-1, 1] first, as a viewer shows them. The classifier and the test split's
+features are computed once per data set and process.
+
+:func:`evaluate` scores a class-conditional model at several guidance scales ``w`` (``0`` = unconditional,
+``1`` = conditional, no guidance): the same number of samples of every class, drawn with the package's
+DDIM sampler (Song et al. 2021) around ``CFGDenoiser`` (Ho & Salimans 2022) by :func:`sample_classes`.
 """
+
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from diffusion_internals.course.checkpoints import load_classifier
+from diffusion_internals.course.checkpoints import CLASSIFIERS, load_classifier
 from diffusion_internals.course.data import load_dataset
+from diffusion_internals.course.metrics import clipping_fraction, extract_features, frechet_distance, saturation
+from diffusion_internals.course.models import null_label
 from diffusion_internals.denoisers import DiscreteDenoiser
 from diffusion_internals.guidance import CFGDenoiser
-from diffusion_internals.course.metrics import (
-    classifier_accuracy,
-    clipping_fraction,
-    extract_features,
-    frechet_distance,
-    saturation,
-)
-from diffusion_internals.course.models import null_label
 from diffusion_internals.sampling import sample
 
-__all__ = ["sample_classes", "evaluate"]
+__all__ = ["sample_classes", "reference_features", "score", "evaluate"]
 
 
-def sample_classes(denoiser: DiscreteDenoiser, labels: torch.Tensor, *, guidance: float, steps: int = 50,
-                   sampler: str = "ddim", schedule: str = "leading", generator: torch.Generator | None = None,
-                   progress: bool = False, **fixes: Any) -> torch.Tensor:
-    """Samples (B, C, H, W) of the given labels (B,) with CFG at scale `guidance`, unclipped (Ho & Salimans 2022; Song et al. 2021).
+def sample_classes(
+    denoiser: DiscreteDenoiser,
+    labels: torch.Tensor,
+    *,
+    guidance_scale: float,
+    steps: int = 50,
+    sampler: str = "ddim",
+    schedule: str = "leading",
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    **fixes: Any,
+) -> torch.Tensor:
+    """Unclipped samples (B, C, H, W) of labels (B,), DDIM with CFG at guidance_scale (Ho & Salimans 2022).
 
     `fixes` are CFGDenoiser's keyword options (rescale=, threshold=, interval=, apg=, ...).
     """
@@ -48,45 +59,111 @@ def sample_classes(denoiser: DiscreteDenoiser, labels: torch.Tensor, *, guidance
         raise ValueError("denoiser.model must be class-conditional (a num_class_embeds config entry)")
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.dtype != torch.int64:
         raise ValueError(f"labels must be an int64 tensor of shape (B,), got {getattr(labels, 'shape', labels)}")
-    guided = CFGDenoiser(denoiser, guidance, uncond={"class_labels": torch.tensor([null])}, **fixes)
+    device = next(model.parameters()).device  # the sampler's state lives where the network runs
+    guided = CFGDenoiser(
+        denoiser, guidance_scale, uncond={"class_labels": torch.tensor([null], device=device)}, **fixes
+    )
     shape = (len(labels), model.config.in_channels, model.config.sample_size, model.config.sample_size)
-    return sample(guided, shape, sampler=sampler, steps=steps, schedule=schedule, generator=generator,
-                  extra_args={"class_labels": labels}, progress=progress)
+    return sample(
+        guided,
+        shape,
+        sampler=sampler,
+        steps=steps,
+        schedule=schedule,
+        generator=generator,
+        device=device,
+        extra_args={"class_labels": labels.to(device)},
+        progress=progress,
+    ).cpu()
+
+
+def _check_dataset(dataset: str) -> str:
+    if not isinstance(dataset, str) or dataset not in CLASSIFIERS:
+        raise ValueError(
+            f"dataset must be one of {list(CLASSIFIERS)} (the data sets with a course classifier), got {dataset!r}"
+        )
+    return dataset
+
+
+@functools.cache
+def _judge(dataset: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The committed classifier of a data set and its penultimate features of the test split (360, D), loaded once."""
+    classifier = load_classifier(dataset)
+    return classifier, extract_features(load_dataset(dataset, split="test").images, classifier.features)
+
+
+def reference_features(dataset: str) -> torch.Tensor:
+    """The course classifier's penultimate features (N, D) of the test split: the reference of digits-FID."""
+    return _judge(_check_dataset(dataset))[1].clone()
 
 
 @torch.no_grad()
-def evaluate(denoiser: DiscreteDenoiser, dataset: str, *, guidance_scales: Sequence[float] = (0.0, 1.0, 3.0, 7.0),
-             per_class: int = 50, steps: int = 50, seed: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Accuracy, class histogram, digits-FID (and colour measures) of samples at each guidance scale, with a fixed seed."""
+def score(samples: torch.Tensor, labels: torch.Tensor, dataset: str) -> dict[str, float]:
+    """digits-FID to the test split, class accuracy and histogram, RGB saturation and clipping (Heusel et al. 2017)."""
+    classifier, reference = _judge(_check_dataset(dataset))
+    if not isinstance(samples, torch.Tensor) or samples.ndim != 4 or len(samples) < 2:
+        raise ValueError(
+            f"samples must be a tensor (N, C, H, W) with N >= 2 (FID fits a covariance), got "
+            f"{tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__}"
+        )
+    if not isinstance(labels, torch.Tensor) or labels.shape != (len(samples),) or labels.is_floating_point():
+        raise ValueError(
+            f"labels must be an integer tensor of shape ({len(samples)},) (one per sample), got "
+            f"{getattr(labels, 'shape', type(labels).__name__)}"
+        )
+    clipped = samples.clamp(-1, 1)  # what a viewer shows
+    predicted = extract_features(clipped, classifier).argmax(1).cpu()  # (N,) from logits (N, K)
+    num_classes = classifier.config.num_classes
+    shares = torch.bincount(predicted, minlength=num_classes).double() / len(predicted)  # (K,)
+    result = {
+        "accuracy": float((predicted == labels.cpu()).double().mean()),
+        "class_histogram_max_deviation": float((shares - 1 / num_classes).abs().max()),
+        "fid": frechet_distance(extract_features(clipped, classifier.features), reference),
+    }
+    if samples.shape[1] == 3:  # the colour measures read the unclipped samples (clipping_fraction counts them)
+        result.update(saturation=saturation(samples), clipping_fraction=clipping_fraction(samples))
+    return result
+
+
+@torch.no_grad()
+def evaluate(
+    denoiser: DiscreteDenoiser,
+    dataset: str,
+    *,
+    guidance_scales: Sequence[float] = (0.0, 1.0, 3.0, 7.0),
+    per_class: int = 50,
+    steps: int = 50,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """score() of samples at each guidance scale from a fixed seed, with the train split's FID as the floor."""
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
         raise ValueError(f"per_class must be an int >= 1, got {per_class!r}")
-    classifier = load_classifier(dataset)
+    _check_dataset(dataset)
     test = load_dataset(dataset, split="test")
-    reference = extract_features(test.images, classifier.features)
+    train = load_dataset(dataset, split="train")
     labels = torch.arange(test.num_classes).repeat_interleave(per_class)  # (K * per_class,)
     results: dict[str, Any] = {
         "sampler": f"ddim, eta 0, {steps} steps, leading spacing, seed {seed}, {per_class} samples per class",
-        "classifier": f"{dataset} classifier (checkpoints/{dataset.replace('_', '-')}-classifier)",
+        "classifier": f"{dataset} classifier (checkpoints/{CLASSIFIERS[dataset]})",
         "fid_reference": f"{dataset} test split ({len(test.labels)} images), classifier penultimate features",
         # The floor to compare with: the training split against the test split, same features.
-        "fid_train_split": round(frechet_distance(
-            extract_features(load_dataset(dataset, split="train").images, classifier.features), reference), 4),
+        "fid_train_split": round(score(train.images, train.labels, dataset)["fid"], 4),
     }
-    for scale in guidance_scales:
-        samples = sample_classes(denoiser, labels, guidance=float(scale), steps=steps,
-                                 generator=torch.Generator().manual_seed(seed), progress=progress)
-        clipped = samples.clamp(-1, 1)
-        predicted = extract_features(clipped, classifier).argmax(1)  # (N,)
-        shares = torch.bincount(predicted, minlength=test.num_classes).double() / len(predicted)
-        entry = {
-            "accuracy": classifier_accuracy(clipped, labels, classifier),
-            "class_histogram_max_deviation": float((shares - 1 / test.num_classes).abs().max()),
-            "fid": frechet_distance(extract_features(clipped, classifier.features), reference),
-        }
-        if samples.shape[1] == 3:
-            entry.update(saturation=saturation(samples), clipping_fraction=clipping_fraction(samples))
-        results[f"guidance_{scale:g}"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()}
+    for guidance_scale in guidance_scales:
+        samples = sample_classes(
+            denoiser,
+            labels,
+            guidance_scale=float(guidance_scale),
+            steps=steps,
+            generator=torch.Generator().manual_seed(seed),
+            progress=progress,
+        )
+        entry = score(samples, labels, dataset)
+        results[f"guidance_{guidance_scale:g}"] = {k: round(v, 4) for k, v in entry.items()}
     if test.images.shape[1] == 3:
-        results["test_split"] = {"saturation": round(saturation(test.images), 4),
-                                 "clipping_fraction": round(clipping_fraction(test.images), 4)}
+        results["test_split"] = {
+            "saturation": round(saturation(test.images), 4),
+            "clipping_fraction": round(clipping_fraction(test.images), 4),
+        }
     return results

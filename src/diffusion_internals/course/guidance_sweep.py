@@ -5,13 +5,16 @@ scale ``w`` and each fix of CFG's oversaturation (``FIXES``), draw the same numb
 class from the same initial noise (a fixed seed, so rows differ only by their settings), then report
 
 * ``fid``: digits-FID, the Frechet distance of classifier penultimate features to the test split
-  (Heusel et al. 2017; :mod:`diffusion_internals.course.metrics`);
+  (Heusel et al. 2017);
 * ``accuracy``: how often the course classifier finds the requested class;
-* for RGB data, ``saturation`` (mean HSV saturation) and ``clipping_fraction`` (values at the range limits).
+* for RGB data, ``saturation`` (mean HSV saturation) and ``clipping_fraction`` (values at the range limits),
+
+all from :func:`diffusion_internals.course.evaluation.score`. The CSV column ``scale`` is the guidance scale.
 
 ``optimal_scale`` turns the rows into one number by a fixed rule; ``measured`` reads the committed sweep
 of a checkpoint; ``python -m diffusion_internals.course.guidance_sweep`` regenerates it (Chapter 5).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,15 +30,14 @@ from typing import Any
 
 import torch
 
-from diffusion_internals.course.checkpoints import CLASSIFIERS, load_classifier
-from diffusion_internals.course.data import load_dataset
-from diffusion_internals.denoisers import DiscreteDenoiser
-from diffusion_internals.course.evaluation import sample_classes
-from diffusion_internals.guidance import APG, CFGDenoiser
-from diffusion_internals.course.metrics import clipping_fraction, extract_features, frechet_distance, saturation
-from diffusion_internals.course.models import null_label
 from diffusion_internals.course.checkpoints import checkpoint_path, read_training_config
+from diffusion_internals.course.data import load_dataset
+from diffusion_internals.course.evaluation import reference_features, sample_classes, score
+from diffusion_internals.course.models import null_label
+from diffusion_internals.denoisers import DiscreteDenoiser
+from diffusion_internals.guidance import APG, CFGDenoiser
 from diffusion_internals.sampling import SAMPLERS, SCHEDULES
+from diffusion_internals.validation import check_choice, check_int, check_real
 
 __all__ = [
     "FIXES",
@@ -77,110 +79,129 @@ _CSV_NAME, _JSON_NAME = "guidance_sweep.csv", "guidance_sweep.json"
 DEFAULTS = {"per_class": 30, "steps": 20, "sampler": "ddim", "schedule": "leading", "seed": 0}
 
 
-def _check_fix(fix: str) -> str:
-    if fix not in FIXES:
-        raise ValueError(f"fix must be one of {list(FIXES)}, got {fix!r}")
-    return fix
-
-
-def _check_scale(scale: float, name: str = "scale") -> float:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
-        raise ValueError(f"{name} must be a finite number >= 0 (0 = unconditional, 1 = no guidance), got {scale!r}")
-    return float(scale)
-
-
-def _check_int(name: str, value: int, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
+def _check_scale(guidance_scale: float, name: str = "guidance_scale") -> float:
+    return check_real(name, guidance_scale, lambda v: v >= 0, "value >= 0 (0 = unconditional, 1 = no guidance)")
 
 
 def _null(denoiser: DiscreteDenoiser) -> int:
     model = getattr(denoiser, "model", None)
     null = null_label(model) if model is not None else None
     if null is None:
-        raise ValueError(f"denoiser must be a DiscreteDenoiser around a class-conditional network (a num_class_embeds "
-                         f"config entry, whose last label is the CFG null label); got {type(denoiser).__name__}")
+        raise ValueError(
+            f"denoiser must be a DiscreteDenoiser around a class-conditional network (a num_class_embeds "
+            f"config entry, whose last label is the CFG null label); got {type(denoiser).__name__}"
+        )
     return null
 
 
-def guided(denoiser: DiscreteDenoiser, scale: float, fix: str = "none", **overrides: Any) -> CFGDenoiser:
-    """CFG at `scale` around a class-conditional denoiser with one fix at its FIX_DEFAULTS (Ho & Salimans 2022)."""
-    scale = _check_scale(scale)
-    settings = dict(FIX_DEFAULTS[_check_fix(fix)])
+def guided(denoiser: DiscreteDenoiser, guidance_scale: float, fix: str = "none", **overrides: Any) -> CFGDenoiser:
+    """CFG at guidance_scale around a class-conditional denoiser, one fix at its FIX_DEFAULTS (Ho & Salimans 2022)."""
+    guidance_scale = _check_scale(guidance_scale)
+    settings = dict(FIX_DEFAULTS[check_choice("fix", fix, FIXES)])
     allowed = set(settings) | ({"threshold_max_value"} if fix == "threshold" else set())
     unknown = set(overrides) - allowed
     if unknown:
         raise ValueError(f"fix={fix!r} takes the overrides {sorted(allowed) or 'none'}, got {sorted(unknown)}")
     settings.update(overrides)
-    return CFGDenoiser(denoiser, scale, uncond={"class_labels": torch.tensor([_null(denoiser)])}, **settings)
+    return CFGDenoiser(denoiser, guidance_scale, uncond={"class_labels": torch.tensor([_null(denoiser)])}, **settings)
 
 
-def guided_samples(denoiser: DiscreteDenoiser, labels: torch.Tensor, scale: float, fix: str = "none", *,
-                   steps: int = DEFAULTS["steps"], sampler: str = DEFAULTS["sampler"],
-                   schedule: str = DEFAULTS["schedule"], seed: int = DEFAULTS["seed"],
-                   progress: bool = False) -> torch.Tensor:
-    """Unclipped samples (B, C, H, W) of labels (B,) with guided(denoiser, scale, fix), initial noise from `seed`."""
+def guided_samples(
+    denoiser: DiscreteDenoiser,
+    labels: torch.Tensor,
+    guidance_scale: float,
+    fix: str = "none",
+    *,
+    steps: int = DEFAULTS["steps"],
+    sampler: str = DEFAULTS["sampler"],
+    schedule: str = DEFAULTS["schedule"],
+    seed: int = DEFAULTS["seed"],
+    progress: bool = False,
+) -> torch.Tensor:
+    """Unclipped samples (B, C, H, W) of labels (B,) with guided(denoiser, guidance_scale, fix), noise from `seed`."""
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.dtype != torch.int64 or len(labels) == 0:
-        raise ValueError(f"labels must be a non-empty int64 tensor of shape (B,), got {getattr(labels, 'shape', labels)}")
-    _check_int("steps", steps, 1)
-    _check_int("seed", seed, 0)
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+        raise ValueError(
+            f"labels must be a non-empty int64 tensor of shape (B,), got {getattr(labels, 'shape', labels)}"
+        )
+    check_int("steps", steps, minimum=1)
+    check_int("seed", seed, minimum=0)
+    check_choice("sampler", sampler, SAMPLERS)
+    check_choice("schedule", schedule, SCHEDULES)
     _null(denoiser)  # this module's message for a denoiser without a null label
-    return sample_classes(denoiser, labels, guidance=_check_scale(scale), steps=steps, sampler=sampler,
-                          schedule=schedule, generator=torch.Generator().manual_seed(seed), progress=progress,
-                          **FIX_DEFAULTS[_check_fix(fix)])
+    return sample_classes(
+        denoiser,
+        labels,
+        guidance_scale=_check_scale(guidance_scale),
+        steps=steps,
+        sampler=sampler,
+        schedule=schedule,
+        generator=torch.Generator().manual_seed(seed),
+        progress=progress,
+        **FIX_DEFAULTS[check_choice("fix", fix, FIXES)],
+    )
 
 
 @torch.no_grad()
-def measure(denoiser: DiscreteDenoiser, dataset: str, scales: Sequence[float], fixes: Sequence[str] = ("none",), *,
-            per_class: int = DEFAULTS["per_class"], steps: int = DEFAULTS["steps"], seed: int = DEFAULTS["seed"],
-            sampler: str = DEFAULTS["sampler"], schedule: str = DEFAULTS["schedule"],
-            progress: bool = False) -> list[dict[str, Any]]:
-    """One row per (scale, fix): digits-FID, class accuracy, and for RGB saturation and clipping (Heusel et al. 2017)."""
-    if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence) or len(scales) == 0:
-        raise ValueError(f"scales must be a non-empty sequence of numbers >= 0, got {scales!r}")
-    scales = [_check_scale(s, "scales[i]") for s in scales]
+def measure(
+    denoiser: DiscreteDenoiser,
+    dataset: str,
+    guidance_scales: Sequence[float],
+    fixes: Sequence[str] = ("none",),
+    *,
+    per_class: int = DEFAULTS["per_class"],
+    steps: int = DEFAULTS["steps"],
+    seed: int = DEFAULTS["seed"],
+    sampler: str = DEFAULTS["sampler"],
+    schedule: str = DEFAULTS["schedule"],
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """One row per (guidance scale, fix): evaluation.score's FID, accuracy, and for RGB saturation and clipping."""
+    if (
+        isinstance(guidance_scales, (str, bytes))
+        or not isinstance(guidance_scales, Sequence)
+        or len(guidance_scales) == 0
+    ):
+        raise ValueError(f"guidance_scales must be a non-empty sequence of numbers >= 0, got {guidance_scales!r}")
+    guidance_scales = [_check_scale(s, "guidance_scales[i]") for s in guidance_scales]
     if isinstance(fixes, (str, bytes)) or not isinstance(fixes, Sequence) or len(fixes) == 0:
         raise ValueError(f"fixes must be a non-empty sequence of names from {list(FIXES)}, got {fixes!r}")
-    fixes = [_check_fix(f) for f in fixes]
-    _check_int("per_class", per_class, 1)
+    fixes = [check_choice("fix", f, FIXES) for f in fixes]
+    check_int("per_class", per_class, minimum=1)
     _null(denoiser)
-    if dataset not in CLASSIFIERS:
-        raise ValueError(f"dataset must be one of {list(CLASSIFIERS)} (the data sets with a course classifier), "
-                         f"got {dataset!r}")
-    classifier = load_classifier(dataset)
-    test = load_dataset(dataset, split="test")
-    reference = extract_features(test.images, classifier.features)
-    labels = torch.arange(test.num_classes).repeat_interleave(per_class)  # (K * per_class,)
+    reference_features(dataset)  # checks dataset before any sampling (and computes the reference once)
+    num_classes = load_dataset(dataset, split="test").num_classes
+    labels = torch.arange(num_classes).repeat_interleave(per_class)  # (K * per_class,)
     rows = []
     for fix in fixes:
-        for scale in scales:
-            samples = guided_samples(denoiser, labels, scale, fix, steps=steps, sampler=sampler, schedule=schedule,
-                                     seed=seed, progress=progress)
-            clipped = samples.clamp(-1, 1)  # what a viewer shows; the colour measures clamp too
-            logits = extract_features(clipped, classifier)  # (N, K)
-            row = {"scale": scale, "fix": fix,
-                   "fid": frechet_distance(extract_features(clipped, classifier.features), reference),
-                   "accuracy": float((logits.argmax(1) == labels).double().mean()),
-                   "saturation": saturation(samples) if samples.shape[1] == 3 else math.nan,
-                   "clipping_fraction": clipping_fraction(samples) if samples.shape[1] == 3 else math.nan}
-            rows.append(row)
+        for guidance_scale in guidance_scales:
+            samples = guided_samples(
+                denoiser,
+                labels,
+                guidance_scale,
+                fix,
+                steps=steps,
+                sampler=sampler,
+                schedule=schedule,
+                seed=seed,
+                progress=progress,
+            )
+            scores = score(samples, labels, dataset)
+            rows.append(
+                {"scale": guidance_scale, "fix": fix, **{key: scores.get(key, math.nan) for key in COLUMNS[2:]}}
+            )  # no colour measures: NaN
     return rows
 
 
-def optimal_scale(rows: Sequence[dict[str, Any]], fix: str = "none", *, min_accuracy: float = 0.95,
-                  fid_slack: float = 0.1) -> float:
-    """The largest scale whose FID is within fid_slack (10%) of the lowest FID among rows of `fix` with accuracy >= min_accuracy."""
+def optimal_scale(
+    rows: Sequence[dict[str, Any]], fix: str = "none", *, min_accuracy: float = 0.95, fid_slack: float = 0.1
+) -> float:
+    """The largest scale with FID within fid_slack of the lowest FID among rows of `fix` reaching min_accuracy."""
     # The rule, deterministic in the rows: keep the rows of this fix whose class accuracy is at least
     # min_accuracy (guidance must deliver the class asked for); among them find the lowest FID, F*; return the
     # largest scale whose FID <= (1 + fid_slack) F*. Most guidance for (almost) no loss of fidelity: FID from a
     # few hundred samples varies by about 10% between seeds, so scales within that band are indistinguishable.
     # A row without a "fix" key counts as fix "none" (a sweep of plain CFG).
-    _check_fix(fix)
+    check_choice("fix", fix, FIXES)
     if not isinstance(min_accuracy, (int, float)) or isinstance(min_accuracy, bool) or not 0 <= min_accuracy <= 1:
         raise ValueError(f"min_accuracy must be a number in [0, 1], got {min_accuracy!r}")
     if not isinstance(fid_slack, (int, float)) or isinstance(fid_slack, bool) or not fid_slack >= 0:
@@ -192,13 +213,15 @@ def optimal_scale(rows: Sequence[dict[str, Any]], fix: str = "none", *, min_accu
             raise ValueError(f"rows[{i}] must be a dict with keys scale, fid, accuracy (and fix), got {row!r}")
     mine = [row for row in rows if row.get("fix", "none") == fix]
     if not mine:
-        raise ValueError(f"rows hold no row with fix={fix!r}; fixes present: "
-                         f"{sorted({r.get('fix', 'none') for r in rows})}")
+        raise ValueError(
+            f"rows hold no row with fix={fix!r}; fixes present: {sorted({r.get('fix', 'none') for r in rows})}"
+        )
     eligible = [row for row in mine if float(row["accuracy"]) >= min_accuracy and math.isfinite(float(row["fid"]))]
     if not eligible:
         best = max(float(r["accuracy"]) for r in mine)
-        raise ValueError(f"no row with fix={fix!r} reaches accuracy >= {min_accuracy} (best {best:.3f}): "
-                         f"no scale qualifies")
+        raise ValueError(
+            f"no row with fix={fix!r} reaches accuracy >= {min_accuracy} (best {best:.3f}): no scale qualifies"
+        )
     best_fid = min(float(row["fid"]) for row in eligible)
     return max(float(row["scale"]) for row in eligible if float(row["fid"]) <= (1 + fid_slack) * best_fid)
 
@@ -211,8 +234,10 @@ def measured(name: str = "colour-digits-cosine-eps") -> list[dict[str, Any]]:
     """The committed sweep of a checkpoint (checkpoints/<name>/guidance_sweep.csv) as rows like measure()'s."""
     path = _sweep_folder(name) / _CSV_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: regenerate it with "
-                                f"python -m diffusion_internals.course.guidance_sweep --checkpoint {name}")
+        raise FileNotFoundError(
+            f"{path} does not exist: regenerate it with "
+            f"python -m diffusion_internals.course.guidance_sweep --checkpoint {name}"
+        )
     with path.open(newline="") as file:
         reader = csv.DictReader(file)
         if tuple(reader.fieldnames or ()) != COLUMNS:
@@ -224,8 +249,10 @@ def measured_settings(name: str = "colour-digits-cosine-eps") -> dict[str, Any]:
     """The sidecar of the committed sweep: the command, settings, versions and wall time that produced the CSV."""
     path = _sweep_folder(name) / _JSON_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: regenerate it with "
-                                f"python -m diffusion_internals.course.guidance_sweep --checkpoint {name}")
+        raise FileNotFoundError(
+            f"{path} does not exist: regenerate it with "
+            f"python -m diffusion_internals.course.guidance_sweep --checkpoint {name}"
+        )
     return json.loads(path.read_text())
 
 
@@ -245,7 +272,7 @@ def pivot(rows: Sequence[dict[str, Any]], value: str = "fid", *, digits: int = 3
 
 def _number(value: float, digits: int) -> str:
     """value to `digits` significant digits, without exponent notation for large values (1013, not 1.01e+03)."""
-    return f"{value:.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
+    return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
 
 
 def write_sweep(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
@@ -261,10 +288,15 @@ def write_sweep(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m diffusion_internals.course.guidance_sweep", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m diffusion_internals.course.guidance_sweep", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--checkpoint", default="colour-digits-cosine-eps")
-    parser.add_argument("--out", default=None, help="CSV path (default: the checkpoint's guidance_sweep.csv); "
-                                                    "the JSON sidecar goes next to it")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="CSV path (default: the checkpoint's guidance_sweep.csv); the JSON sidecar goes next to it",
+    )
     parser.add_argument("--scales", type=float, nargs="+", default=list(SCALES))
     parser.add_argument("--fixes", nargs="+", default=list(FIXES), choices=FIXES)
     for key in ("per_class", "steps", "seed"):
@@ -276,11 +308,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from diffusion_internals.course.checkpoints import load_denoiser
+
     denoiser = load_denoiser(args.checkpoint)
     dataset = read_training_config(args.checkpoint)["dataset"]
     out = Path(args.out) if args.out else _sweep_folder(args.checkpoint) / _CSV_NAME
-    settings = {"per_class": args.per_class, "steps": args.steps, "seed": args.seed, "sampler": args.sampler,
-                "schedule": args.schedule}
+    settings = {
+        "per_class": args.per_class,
+        "steps": args.steps,
+        "seed": args.seed,
+        "sampler": args.sampler,
+        "schedule": args.schedule,
+    }
     start = time.perf_counter()
     rows = []
     for fix in args.fixes:  # scale 0 (unconditional) only once, without a fix: the fixes act on guidance
@@ -289,13 +327,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{fix}: {len(rows)} rows, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     wall = time.perf_counter() - start
     write_sweep(rows, out)
-    fix_settings = {f: {k: (v.__dict__ if isinstance(v, APG) else v) for k, v in FIX_DEFAULTS[f].items()}
-                    for f in args.fixes}
-    sidecar = {"command": "python -m diffusion_internals.course.guidance_sweep " + " ".join(
-                   sys.argv[1:] if argv is None else argv),
-               "checkpoint": args.checkpoint, "dataset": dataset, "scales": args.scales, "fixes": args.fixes,
-               "fix_settings": fix_settings, **settings, "torch_threads": args.threads,
-               "wall_time_s": round(wall, 1), "torch": torch.__version__, "python": platform.python_version()}
+    fix_settings = {
+        f: {k: (v.__dict__ if isinstance(v, APG) else v) for k, v in FIX_DEFAULTS[f].items()} for f in args.fixes
+    }
+    sidecar = {
+        "command": "python -m diffusion_internals.course.guidance_sweep "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "checkpoint": args.checkpoint,
+        "dataset": dataset,
+        "scales": args.scales,
+        "fixes": args.fixes,
+        "fix_settings": fix_settings,
+        **settings,
+        "torch_threads": args.threads,
+        "wall_time_s": round(wall, 1),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     print(f"wrote {out} and {out.with_suffix('.json')} in {wall:.0f} s", file=sys.stderr)
     return 0

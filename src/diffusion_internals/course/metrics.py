@@ -23,6 +23,7 @@ Diagnostics, measures that tell generation failures apart (chapter 7):
 * :func:`batch_discrepancy`: the largest difference between samples drawn in one batch and the same
   samples drawn alone; anything but 0 is a batch-statistics or batch-noise bug.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from diffusion_internals.validation import check_images
 
 __all__ = [
     "gaussian_frechet_distance",
@@ -71,15 +74,18 @@ def _psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
     return (v * w.clamp_min(0).sqrt()) @ v.T  # round-off can make a zero eigenvalue slightly negative
 
 
-def gaussian_frechet_distance(mu_a: torch.Tensor, cov_a: torch.Tensor, mu_b: torch.Tensor,
-                              cov_b: torch.Tensor) -> float:
-    """Squared Frechet (2-Wasserstein) distance of N(mu_a, S_a) and N(mu_b, S_b) (Dowson & Landau 1982; Heusel et al. 2017, eq. 6)."""
+def gaussian_frechet_distance(
+    mu_a: torch.Tensor, cov_a: torch.Tensor, mu_b: torch.Tensor, cov_b: torch.Tensor
+) -> float:
+    """Squared Frechet distance of N(mu_a, S_a) and N(mu_b, S_b) (Dowson & Landau 1982; Heusel et al. 2017, eq. 6)."""
     mu_a, mu_b = _as_float64("mu_a", mu_a, 1), _as_float64("mu_b", mu_b, 1)
     cov_a, cov_b = _as_float64("cov_a", cov_a, 2), _as_float64("cov_b", cov_b, 2)
     dim = mu_a.shape[0]
     for name, value, shape in (("mu_b", mu_b, (dim,)), ("cov_a", cov_a, (dim, dim)), ("cov_b", cov_b, (dim, dim))):
         if value.shape != shape:
-            raise ValueError(f"{name} must have shape {shape} to match mu_a of shape ({dim},), got {tuple(value.shape)}")
+            raise ValueError(
+                f"{name} must have shape {shape} to match mu_a of shape ({dim},), got {tuple(value.shape)}"
+            )
     # tr (S_a S_b)^{1/2} = tr (S_a^{1/2} S_b S_a^{1/2})^{1/2}: the same eigenvalues, but of a symmetric PSD
     # matrix, so eigvalsh is stable where scipy.linalg.sqrtm of the non-symmetric S_a S_b can go complex.
     root_a = _psd_sqrt(cov_a)
@@ -91,11 +97,12 @@ def gaussian_frechet_distance(mu_a: torch.Tensor, cov_a: torch.Tensor, mu_b: tor
 
 
 def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
-    """Frechet distance of Gaussians fitted to two feature sets (N, D), unbiased covariances, float64 (Heusel et al. 2017)."""
+    """Frechet distance of Gaussians fitted to two feature sets (N, D), unbiased covariances (Heusel et al. 2017)."""
     a, b = _as_float64("features_a", features_a, 2), _as_float64("features_b", features_b, 2)
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"features_a and features_b must have the same feature dimension, got {a.shape[1]} "
-                         f"and {b.shape[1]}")
+        raise ValueError(
+            f"features_a and features_b must have the same feature dimension, got {a.shape[1]} and {b.shape[1]}"
+        )
     for name, f in (("features_a", a), ("features_b", b)):
         if f.shape[0] < 2:
             raise ValueError(f"{name} must hold at least 2 samples to estimate a covariance, got {f.shape[0]}")
@@ -114,9 +121,11 @@ def extract_features(images: torch.Tensor, extractor: Extractor, *, batch_size: 
 
 
 def fid(samples: torch.Tensor, reference: torch.Tensor, extractor: Extractor, *, batch_size: int = 256) -> float:
-    """FID: the Frechet distance between the extractor's features of samples and reference images (Heusel et al. 2017)."""
-    return frechet_distance(extract_features(samples, extractor, batch_size=batch_size),
-                            extract_features(reference, extractor, batch_size=batch_size))
+    """FID: the Frechet distance of the extractor's features of samples and references (Heusel et al. 2017)."""
+    return frechet_distance(
+        extract_features(samples, extractor, batch_size=batch_size),
+        extract_features(reference, extractor, batch_size=batch_size),
+    )
 
 
 def _to_rgb_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -128,29 +137,36 @@ def _to_rgb_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def inception_extractor(*, weights_path: str | os.PathLike | None = None) -> Extractor:
-    """Inception-v3 pool features (2048-d) from torch-fidelity, else torchvision with local weights (Szegedy et al. 2016)."""
+    """Inception-v3 pool features (2048-d): torch-fidelity, else torchvision, local weights (Szegedy et al. 2016)."""
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError:
         FeatureExtractorInceptionV3 = None
     if FeatureExtractorInceptionV3 is not None:  # the TF-FID weights: numbers comparable with papers
         try:
-            net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                              feature_extractor_weights_path=weights_path).eval()
+            net = FeatureExtractorInceptionV3(
+                "inception-v3-compat", ["2048"], feature_extractor_weights_path=weights_path
+            ).eval()
         except Exception as error:  # offline, no cached weights
-            raise FileNotFoundError(f"torch-fidelity is installed but its Inception weights could not be loaded "
-                                    f"({error}); pass weights_path= to a local weights-inception-2015-12-05 "
-                                    f"file") from error
+            raise FileNotFoundError(
+                f"torch-fidelity is installed but its Inception weights could not be loaded "
+                f"({error}); pass weights_path= to a local weights-inception-2015-12-05 "
+                f"file"
+            ) from error
         return lambda images: net(_to_rgb_uint8(images))[0]
     try:
         import torchvision
     except ImportError:
-        raise ImportError("Inception features need torch-fidelity (pip install torch-fidelity) or torchvision; "
-                          "neither is installed. The digits-FID of the course (checkpoints.load_classifier) needs "
-                          "neither.") from None
+        raise ImportError(
+            "Inception features need torch-fidelity (pip install torch-fidelity) or torchvision; "
+            "neither is installed. The digits-FID of the course (checkpoints.load_classifier) needs "
+            "neither."
+        ) from None
     if weights_path is None or not os.path.isfile(weights_path):
-        raise FileNotFoundError(f"torchvision is installed but weights_path={weights_path!r} is not a local "
-                                f"Inception-v3 state dict (e.g. torchvision's inception_v3_google-0cc3c7bd.pth)")
+        raise FileNotFoundError(
+            f"torchvision is installed but weights_path={weights_path!r} is not a local "
+            f"Inception-v3 state dict (e.g. torchvision's inception_v3_google-0cc3c7bd.pth)"
+        )
     net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
     net.load_state_dict(torch.load(weights_path, map_location="cpu"))
     net.fc = torch.nn.Identity()  # the 2048-d pool features; ImageNet weights, so not paper-comparable FID
@@ -167,18 +183,22 @@ def inception_extractor(*, weights_path: str | os.PathLike | None = None) -> Ext
 
 
 @torch.no_grad()
-def classifier_accuracy(images: torch.Tensor, labels: torch.Tensor, classifier: Extractor, *,
-                        batch_size: int = 256) -> float:
+def classifier_accuracy(
+    images: torch.Tensor, labels: torch.Tensor, classifier: Extractor, *, batch_size: int = 256
+) -> float:
     """Fraction of images whose arg-max class under classifier(images) -> logits (N, K) is their label."""
     logits = extract_features(images, classifier, batch_size=batch_size)  # (N, K)
     if not isinstance(labels, torch.Tensor) or labels.shape != (images.shape[0],):
-        raise ValueError(f"labels must be a tensor of shape ({images.shape[0]},), got {getattr(labels, 'shape', labels)}")
+        raise ValueError(
+            f"labels must be a tensor of shape ({images.shape[0]},), got {getattr(labels, 'shape', labels)}"
+        )
     return float((logits.argmax(1).cpu() == labels.cpu()).double().mean())
 
 
-def nearest_neighbour_distances(queries: torch.Tensor, references: torch.Tensor, *,
-                                batch_size: int = 1024) -> torch.Tensor:
-    """Euclidean distance from each query (N, ...) to its nearest reference (M, ...), float64 (N,); memorisation check."""
+def nearest_neighbour_distances(
+    queries: torch.Tensor, references: torch.Tensor, *, batch_size: int = 1024
+) -> torch.Tensor:
+    """Euclidean distance of each query (N, ...) to its nearest reference (M, ...), float64 (N,): memorisation."""
     q = _as_float64("queries", queries.reshape(len(queries), -1), 2)  # (N, D)
     r = _as_float64("references", references.reshape(len(references), -1), 2)  # (M, D)
     if q.shape[1] != r.shape[1]:
@@ -187,7 +207,7 @@ def nearest_neighbour_distances(queries: torch.Tensor, references: torch.Tensor,
 
 
 def saturation(images: torch.Tensor) -> float:
-    """Mean HSV saturation (max - min) / max of RGB images (B, 3, H, W) in [-1, 1], clamped to the range first (Smith 1978)."""
+    """Mean HSV saturation (max - min) / max of RGB images (B, 3, H, W) in [-1, 1], clamped first (Smith 1978)."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be RGB, shape (B, 3, H, W), got {getattr(images, 'shape', type(images))}")
     rgb = ((images.to(torch.float64) + 1) / 2).clamp(0, 1)
@@ -196,7 +216,7 @@ def saturation(images: torch.Tensor) -> float:
 
 
 def clipping_fraction(images: torch.Tensor, *, tolerance: float = 1 / 255) -> float:
-    """Fraction of values at or beyond the range limits, x <= -1 + tolerance or x >= 1 - tolerance (default: 8-bit 0 or 255)."""
+    """Fraction of values at the range limits, x <= -1 + tolerance or x >= 1 - tolerance (default: 8-bit 0 or 255)."""
     if not isinstance(images, torch.Tensor) or images.numel() == 0:
         raise ValueError(f"images must be a non-empty tensor, got {getattr(images, 'shape', type(images))}")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
@@ -208,20 +228,9 @@ def clipping_fraction(images: torch.Tensor, *, tolerance: float = 1 / 255) -> fl
 # ----------------------------------------------------------------------------- diagnostics (chapter 7)
 
 
-def _check_images(name: str, images: object) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0 \
-            or not images.dtype.is_floating_point:
-        got = f"shape {tuple(images.shape)}, dtype {images.dtype}" if isinstance(images, torch.Tensor) \
-            else type(images).__name__
-        raise ValueError(f"{name} must be a non-empty floating-point tensor (B, C, H, W), got {got}")
-    if images.shape[2] < 2 or images.shape[3] < 2:
-        raise ValueError(f"{name} must be at least 2 x 2 pixels to have neighbours, got {tuple(images.shape)}")
-    return images.detach().to("cpu", torch.float64)
-
-
 def gradient_energy(images: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of horizontal and vertical neighbours per image, (B,) float64 (white noise of std s adds 2 s^2)."""
-    x = _check_images("images", images)
+    """Mean squared difference of neighbouring pixels per image, (B,) float64 (white noise of std s adds 2 s^2)."""
+    x = check_images("images", images, min_size=2).detach().to("cpu", torch.float64)  # 2 x 2: neighbours
     dx = x[..., :, 1:] - x[..., :, :-1]  # (B, C, H, W - 1)
     dy = x[..., 1:, :] - x[..., :-1, :]  # (B, C, H - 1, W)
     total = dx.pow(2).flatten(1).sum(1) + dy.pow(2).flatten(1).sum(1)  # (B,)
@@ -229,14 +238,14 @@ def gradient_energy(images: torch.Tensor) -> torch.Tensor:
 
 
 def residual_noise_std(images: torch.Tensor, reference: torch.Tensor) -> float:
-    """The white-noise std s that explains the excess mean gradient energy of images over reference, sqrt(max(0, excess) / 2)."""
+    """The white-noise std s that explains the excess gradient energy over references, sqrt(max(0, excess) / 2)."""
     excess = float(gradient_energy(images).mean() - gradient_energy(reference).mean())
     return (max(excess, 0.0) / 2) ** 0.5
 
 
 def rms_contrast(images: torch.Tensor) -> torch.Tensor:
     """The standard deviation of each image's values over (C, H, W), (B,) float64: RMS contrast (Peli 1990)."""
-    x = _check_images("images", images)
+    x = check_images("images", images, min_size=2).detach().to("cpu", torch.float64)  # 2 x 2: neighbours
     return x.flatten(1).std(1, unbiased=False)
 
 
@@ -264,13 +273,19 @@ class FiniteTrace:
 
 def batch_discrepancy(sample_fn: Callable[[Sequence[int]], torch.Tensor], seeds: Sequence[int]) -> float:
     """max_i |sample_fn(seeds)[i] - sample_fn([seeds[i]])[0]|: 0 when each sample depends on its own seed only."""
-    if isinstance(seeds, (int, str, torch.Tensor)) or len(seeds) < 2 or \
-            not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ValueError(f"seeds must be a sequence of at least 2 ints (a batch to compare with its samples "
-                         f"alone), got {seeds!r}")
+    if (
+        isinstance(seeds, (int, str, torch.Tensor))
+        or len(seeds) < 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
+        raise ValueError(
+            f"seeds must be a sequence of at least 2 ints (a batch to compare with its samples alone), got {seeds!r}"
+        )
     batched = sample_fn(list(seeds))
     if not isinstance(batched, torch.Tensor) or batched.shape[0] != len(seeds):
-        raise ValueError(f"sample_fn must return a tensor (B, ...) with B = len(seeds) = {len(seeds)}, got "
-                         f"{getattr(batched, 'shape', type(batched).__name__)}")
+        raise ValueError(
+            f"sample_fn must return a tensor (B, ...) with B = len(seeds) = {len(seeds)}, got "
+            f"{getattr(batched, 'shape', type(batched).__name__)}"
+        )
     alone = torch.cat([sample_fn([seed]) for seed in seeds])  # (B, ...)
     return float((batched.double() - alone.double()).abs().max())

@@ -1,0 +1,88 @@
+"""The one scorer, evaluation.score, against independent computations of its measures.
+
+Oracles: scipy's matrix square root for the Frechet distance of Gaussians fitted with numpy, matplotlib's
+RGB -> HSV conversion for saturation, and numpy counts for accuracy, class shares and clipped values. The
+classifier and its features are the committed ones: the scorer must read them, not re-implement them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from matplotlib.colors import rgb_to_hsv
+
+from diffusion_internals.course import evaluation
+from diffusion_internals.course.checkpoints import load_classifier
+from diffusion_internals.course.data import load_dataset
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+def numpy_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """|mu_a - mu_b|^2 + tr(S_a + S_b - 2 sqrtm(S_a S_b)) with numpy moments and scipy's sqrtm (Heusel et al. 2017)."""
+    alive = (a != 0).any(0) | (b != 0).any(0)  # a ReLU feature that is 0 everywhere adds 0 and makes S singular
+    a, b = a[:, alive], b[:, alive]
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    diff = a.mean(0) - b.mean(0)
+    return float(diff @ diff + np.trace(cov_a + cov_b - 2 * np.real(scipy.linalg.sqrtm(cov_a @ cov_b))))
+
+
+def perturbed(dataset: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train-split images with noise, some pushed past [-1, 1], and their labels: stand-ins for samples."""
+    train = load_dataset(dataset, split="train")
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(train.labels), generator=g)[:200]
+    images = train.images[index] * 1.3 + 0.2 * torch.randn(train.images[index].shape, generator=g)
+    return images, train.labels[index]
+
+
+@pytest.mark.parametrize("dataset", ["digits", "colour_digits"])
+def test_score_is_fid_accuracy_and_class_shares_of_the_clipped_samples(dataset):
+    images, labels = perturbed(dataset)
+    classifier, test = load_classifier(dataset), load_dataset(dataset, split="test")
+    clipped = images.clamp(-1, 1)
+    with torch.no_grad():
+        features = classifier.features(clipped).double().numpy()
+        reference = classifier.features(test.images).double().numpy()
+        predicted = classifier(clipped).argmax(1).numpy()
+    got = evaluation.score(images, labels, dataset)
+    assert got["fid"] == pytest.approx(numpy_fid(features, reference), rel=1e-4)
+    assert got["accuracy"] == pytest.approx(np.mean(predicted == labels.numpy()), abs=1e-12)
+    shares = np.bincount(predicted, minlength=10) / len(predicted)
+    assert got["class_histogram_max_deviation"] == pytest.approx(np.abs(shares - 0.1).max(), abs=1e-12)
+    assert ("saturation" in got) == (dataset == "colour_digits")
+
+
+def test_score_measures_colour_on_rgb_samples():
+    images, labels = perturbed("colour_digits", seed=1)
+    got = evaluation.score(images, labels, "colour_digits")
+    hsv = rgb_to_hsv(((images.double().numpy() + 1) / 2).clip(0, 1).transpose(0, 2, 3, 1))  # (N, H, W, 3)
+    assert got["saturation"] == pytest.approx(hsv[..., 1].mean(), rel=1e-9)
+    x = images.double().numpy()
+    assert got["clipping_fraction"] == pytest.approx(np.mean((x <= -1 + 1 / 255) | (x >= 1 - 1 / 255)), abs=1e-12)
+    assert got["clipping_fraction"] > 0.05  # the stand-ins do reach past the range
+
+
+def test_the_test_split_scores_fid_zero_and_the_reference_is_a_copy():
+    test = load_dataset("digits", split="test")
+    assert evaluation.score(test.images, test.labels, "digits")["fid"] == pytest.approx(0.0, abs=1e-6)
+    reference = evaluation.reference_features("digits")
+    assert reference.shape == (len(test.labels), 64)
+    reference.zero_()  # the caller's copy: the scorer's cached reference is untouched
+    assert evaluation.score(test.images, test.labels, "digits")["fid"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_score_names_the_bad_argument():
+    images, labels = perturbed("digits")
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        evaluation.score(images, labels, "cifar10")
+    with pytest.raises(ValueError, match="labels must be an integer tensor of shape"):
+        evaluation.score(images, labels[:-1], "digits")
+    with pytest.raises(ValueError, match="labels must be an integer tensor"):
+        evaluation.score(images, labels.double(), "digits")
+    with pytest.raises(ValueError, match="samples must be a tensor"):
+        evaluation.score(images[:1], labels[:1], "digits")
+    with pytest.raises(ValueError, match="samples must be a tensor"):
+        evaluation.score(images[:, 0], labels, "digits")
