@@ -1,4 +1,5 @@
 """Where every benchmark writes its table: one CSV per script under benchmarks/results/."""
+
 from __future__ import annotations
 
 import csv

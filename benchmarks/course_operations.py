@@ -17,6 +17,7 @@ per submission. Run on the machine you grade on; CI's runners have 2 cores.
     python benchmarks/course_operations.py                         # everything (about 40 min on 2 cores)
     python benchmarks/course_operations.py --only book autograde --assignments 01_forward_process
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,9 @@ import time
 from pathlib import Path
 
 import nbformat
-
 from _results import RESULTS, ROOT, write_csv  # benchmarks/_results.py, next to this script
+
+from diffusion_internals.course.grading.solutions import solved_release
 
 OPERATIONS = ("book", "suite", "autograde")
 BIN = Path(sys.executable).parent
@@ -55,22 +57,6 @@ def timed(cmd: list[str], cwd: Path) -> float:
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
     return seconds
-
-
-def solved(release: Path, source: Path) -> nbformat.NotebookNode:
-    """The release notebook with every solution cell replaced by the reference solution's code."""
-    answers = {}
-    for cell in nbformat.read(source, as_version=4).cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("solution"):
-            answers[meta["grade_id"]] = "\n".join(
-                line for line in cell.source.splitlines() if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
-    nb = nbformat.read(release, as_version=4)
-    for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("solution"):
-            cell.source = answers[meta["grade_id"]]
-    return nb
 
 
 def book(rows: list[dict]) -> None:
@@ -99,11 +85,13 @@ def autograde(rows: list[dict], assignments: list[str], students: int) -> None:
                 for release in sorted((course / "exercises" / assignment).glob("*.ipynb")):
                     target = course / "submitted" / f"student{k}" / assignment / release.name
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    nbformat.write(solved(release, course / "solutions" / assignment / release.name), target)
+                    nbformat.write(solved_release(release, course / "solutions" / assignment / release.name), target)
             seconds = timed([*NBGRADER, "autograde", assignment, "--force"], course)
             rows.append({"operation": "autograde", "item": assignment, "seconds": seconds / students})
-            print(f"autograde {assignment}: {seconds / students:.0f} s per submission ({students} submissions)",
-                  flush=True)
+            print(
+                f"autograde {assignment}: {seconds / students:.0f} s per submission ({students} submissions)",
+                flush=True,
+            )
 
 
 def main() -> None:

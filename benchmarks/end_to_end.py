@@ -14,6 +14,7 @@ overhead over the network alone, (ours - model only) / ours: the course's target
 
     python benchmarks/end_to_end.py --batch 50 --steps 20 50 --repeats 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,10 +22,10 @@ import platform
 from pathlib import Path
 
 import torch
-
 from _results import write_csv  # benchmarks/_results.py, next to this script
-from diffusion_internals.course import checkpoints
+
 from diffusion_internals import diffusers_compat, sampling
+from diffusion_internals.course import checkpoints
 from diffusion_internals.course.digits_pipeline import DigitsPipeline
 from diffusion_internals.course.tradeoffs import seconds_per_image
 
@@ -60,36 +61,59 @@ def main() -> None:
             pipe.scheduler.set_timesteps(steps)
             calls = len(pipe.scheduler.timesteps)  # network calls of diffusers' loop (one per timestep here)
 
-            def ours():
-                return sampling.sample(denoiser, shape, sampler=recipe.sampler, steps=steps, schedule=schedule,
-                                       generator=torch.Generator().manual_seed(0), device=device,
-                                       extra_args={"class_labels": labels}, **recipe.options)
+            def ours(recipe=recipe, steps=steps, schedule=schedule):  # the loop's values, bound now
+                return sampling.sample(
+                    denoiser,
+                    shape,
+                    sampler=recipe.sampler,
+                    steps=steps,
+                    schedule=schedule,
+                    generator=torch.Generator().manual_seed(0),
+                    device=device,
+                    extra_args={"class_labels": labels},
+                    **recipe.options,
+                )
 
-            def theirs():
-                return pipe(labels, num_inference_steps=steps, guidance_scale=1.0,
-                            generator=torch.Generator().manual_seed(0)).images
+            def theirs(steps=steps):
+                return pipe(
+                    labels, num_inference_steps=steps, guidance_scale=1.0, generator=torch.Generator().manual_seed(0)
+                ).images
 
             x = torch.randn(shape, device=device)
             t = torch.full((args.batch,), 500, device=device)
 
             @torch.no_grad()
-            def model_only():
+            def model_only(calls=calls, x=x, t=t):
                 for _ in range(calls):
                     denoiser.model(x, t, class_labels=labels)
 
-            timing = {label: seconds_per_image(fn, args.batch, repeats=args.repeats, device=device)
-                      for label, fn in (("ours", ours), ("diffusers", theirs), ("model_only", model_only))}
-            rows.append({"sampler": name, "steps": steps, "network_calls": calls,
-                         **{f"{k}_ms_per_image": round(1000 * v, 3) for k, v in timing.items()},
-                         "ours_over_diffusers": round(timing["ours"] / timing["diffusers"], 3),
-                         "ours_overhead_vs_model": round((timing["ours"] - timing["model_only"]) / timing["ours"], 3),
-                         "device": device, "batch": args.batch, "threads": args.threads,
-                         "machine": platform.processor() or platform.machine(), "torch": torch.__version__})
+            timing = {
+                label: seconds_per_image(fn, args.batch, repeats=args.repeats, device=device)
+                for label, fn in (("ours", ours), ("diffusers", theirs), ("model_only", model_only))
+            }
+            rows.append(
+                {
+                    "sampler": name,
+                    "steps": steps,
+                    "network_calls": calls,
+                    **{f"{k}_ms_per_image": round(1000 * v, 3) for k, v in timing.items()},
+                    "ours_over_diffusers": round(timing["ours"] / timing["diffusers"], 3),
+                    "ours_overhead_vs_model": round((timing["ours"] - timing["model_only"]) / timing["ours"], 3),
+                    "device": device,
+                    "batch": args.batch,
+                    "threads": args.threads,
+                    "machine": platform.processor() or platform.machine(),
+                    "torch": torch.__version__,
+                }
+            )
             r = rows[-1]
-            print(f"{name:>16} {steps:4d} steps: ours {r['ours_ms_per_image']:7.3f} ms, diffusers "
-                  f"{r['diffusers_ms_per_image']:7.3f} ms, model only {r['model_only_ms_per_image']:7.3f} ms | "
-                  f"ours/diffusers {r['ours_over_diffusers']:.2f}, our overhead {100 * r['ours_overhead_vs_model']:.1f}%",
-                  flush=True)
+            print(
+                f"{name:>16} {steps:4d} steps: ours {r['ours_ms_per_image']:7.3f} ms, diffusers "
+                f"{r['diffusers_ms_per_image']:7.3f} ms, model only {r['model_only_ms_per_image']:7.3f} ms | "
+                f"ours/diffusers {r['ours_over_diffusers']:.2f}, "
+                f"our overhead {100 * r['ours_overhead_vs_model']:.1f}%",
+                flush=True,
+            )
     write_csv(args.out, rows)
 
 

@@ -16,28 +16,28 @@ Columns:
 Ratios are taken within one run. k-diffusion's SDE samplers get an i.i.d. noise sampler (not the
 default Brownian tree) so that all three draw the same kind of noise.
 
-    python benchmarks/sampler_overhead.py --steps 50 --repeats 5 --batch-sizes 1 8
+    PYTHONPATH=tests python benchmarks/sampler_overhead.py --steps 50 --repeats 5 --batch-sizes 1 8
+
+(`make bench` sets PYTHONPATH: k-diffusion is imported through the tests' importer, tests/support.py,
+because its package __init__ needs extras the course does not install.)
 """
+
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import diffusers
 import torch
+from _results import RESULTS, write_csv  # benchmarks/_results.py, next to this script
+from support import import_k_diffusion_external  # tests/support.py, on PYTHONPATH (make bench)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the k-diffusion importers (k_diffusion/__init__ needs extras)
-from kdiffusion_external import import_k_diffusion_external  # noqa: E402
-
-from _results import write_csv  # noqa: E402 (benchmarks/_results.py, next to this script)
-from diffusion_internals.denoisers import DiscreteDenoiser  # noqa: E402
-from diffusion_internals.sampling import SAMPLERS  # noqa: E402
+from diffusion_internals.denoisers import DiscreteDenoiser
 from diffusion_internals.diffusers_compat import diffusers_sigmas
+from diffusion_internals.sampling import SAMPLERS
 
 LATENT = (4, 64, 64)  # (C, H, W): a Stable Diffusion latent at 512x512
 SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
@@ -52,8 +52,11 @@ COUNTERPARTS: dict[str, tuple[type | None, dict, str | None]] = {
     "lms": (diffusers.LMSDiscreteScheduler, {}, "sample_lms"),
     "dpmpp_2m": (diffusers.DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}, "sample_dpmpp_2m"),
     "dpmpp_2s_ancestral": (None, {}, "sample_dpmpp_2s_ancestral"),
-    "dpmpp_2m_sde": (diffusers.DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++"},
-                     "sample_dpmpp_2m_sde"),
+    "dpmpp_2m_sde": (
+        diffusers.DPMSolverMultistepScheduler,
+        {"algorithm_type": "sde-dpmsolver++"},
+        "sample_dpmpp_2m_sde",
+    ),
     "dpmpp_3m_sde": (None, {}, "sample_dpmpp_3m_sde"),
     "unipc": (diffusers.UniPCMultistepScheduler, {}, None),
 }
@@ -66,11 +69,11 @@ def interleaved_ms_per_step(runs: dict[str, Callable[[], object]], steps: int, r
     rotates from one repeat to the next, so no run always follows the same one (a run that follows a
     heavier one finds colder caches: up to 20% slower here)."""
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for name, run in runs.items():
+    for run in runs.values():
         run()
     names = list(runs)
     for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             start = time.perf_counter()
             runs[name]()
             times[name].append(time.perf_counter() - start)
@@ -127,8 +130,14 @@ def measure(sampler: str, steps: int, repeats: int, batch: int) -> dict[str, flo
         runs["k_full"] = lambda: k_fn(k_denoiser, z * k_sigmas[0], k_sigmas, disable=True, **extra)
         runs["k_bare"] = lambda: k_fn(bare, z * k_sigmas[0], k_sigmas, disable=True, **extra)
     nan = float("nan")
-    row: dict[str, float | str] = {"sampler": sampler, "batch": batch, "steps": n, "diffusers": nan, "k_full": nan,
-                                   "k_bare": nan}
+    row: dict[str, float | str] = {
+        "sampler": sampler,
+        "batch": batch,
+        "steps": n,
+        "diffusers": nan,
+        "k_full": nan,
+        "k_bare": nan,
+    }
     row.update(interleaved_ms_per_step(runs, n, repeats))
     row["ours/diffusers"] = row["ours"] / row["diffusers"]
     row["ours/k_full"] = row["ours"] / row["k_full"]
@@ -145,7 +154,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     parser.add_argument("--samplers", nargs="*", default=list(SAMPLERS), choices=list(SAMPLERS))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8], help="latent batch sizes (default 1 8)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sampler_overhead.csv")
+    parser.add_argument("--out", type=Path, default=RESULTS / "sampler_overhead.csv")
     args = parser.parse_args()
     if args.steps < 2 or args.repeats < 1:
         parser.error(f"--steps must be >= 2 and --repeats >= 1, got {args.steps} and {args.repeats}")
@@ -153,10 +162,24 @@ def main() -> None:
         parser.error(f"--batch-sizes must all be >= 1, got {args.batch_sizes}")
     torch.set_num_threads(args.threads)
 
-    print(f"latents (B, {', '.join(map(str, LATENT))}) float32 for B in {args.batch_sizes}, CPU, torch {torch.__version__} with {torch.get_num_threads()} threads, "
-          f"diffusers {diffusers.__version__}; median of {args.repeats} after a warm-up; ms per step")
-    columns = ["sampler", "batch", "steps", "ours", "ours_bare", "diffusers", "k_full", "k_bare",
-               "ours/diffusers", "ours/k_full", "bare/k_bare"]
+    print(
+        f"latents (B, {', '.join(map(str, LATENT))}) float32 for B in {args.batch_sizes}, CPU, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads, diffusers {diffusers.__version__}; "
+        f"median of {args.repeats} after a warm-up; ms per step"
+    )
+    columns = [
+        "sampler",
+        "batch",
+        "steps",
+        "ours",
+        "ours_bare",
+        "diffusers",
+        "k_full",
+        "k_bare",
+        "ours/diffusers",
+        "ours/k_full",
+        "bare/k_bare",
+    ]
     print(" ".join(f"{c:>18}" if i == 0 else f"{c:>14}" for i, c in enumerate(columns)))
     rows = []
     with torch.inference_mode():
@@ -164,10 +187,17 @@ def main() -> None:
             for sampler in args.samplers:
                 row = measure(sampler, args.steps, args.repeats, batch)
                 rows.append(row)
-                print(" ".join(f"{row[c]:>18}" if i == 0 else (f"{row[c]:>14}" if isinstance(row[c], int)
-                                                              else f"{row[c]:>14.3f}") for i, c in enumerate(columns)))
-    write_csv(args.out, ({c: (f"{r[c]:.4f}" if isinstance(r[c], float) else r[c]) for c in columns} for r in rows),
-              columns)
+                print(
+                    " ".join(
+                        f"{row[c]:>18}"
+                        if i == 0
+                        else (f"{row[c]:>14}" if isinstance(row[c], int) else f"{row[c]:>14.3f}")
+                        for i, c in enumerate(columns)
+                    )
+                )
+    write_csv(
+        args.out, ({c: (f"{r[c]:.4f}" if isinstance(r[c], float) else r[c]) for c in columns} for r in rows), columns
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ grading kernel come from nbgrader_config.py), and every submission is checked to
 gradebook. The report is printed and written to ``grading_report.md``; the exit status is 1 if a
 submission is neither graded nor recorded with a reason.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,10 +49,15 @@ class Report:
         out = [f"## {self.assignment}", "", f"- graded by nbgrader: {len(self.graded)} submission(s)"]
         out += [f"- {note}" for note in self.renamed]
         out += [f"- {student}: NOT GRADED, recorded as 0: {why}" for student, why in sorted(self.unreadable.items())]
-        out += [f"- {student}: uses the reference package in solution cell(s) {', '.join(cells)} "
-                f"(graded as submitted; check against the rules)" for student, cells in sorted(self.reference_use.items())]
-        out += [f"- {student}: LOST: in submitted/ but not in the gradebook (see nbgrader's log above)"
-                for student in self.missing]
+        out += [
+            f"- {student}: uses the reference package in solution cell(s) {', '.join(cells)} "
+            "(graded as submitted; check against the rules)"
+            for student, cells in sorted(self.reference_use.items())
+        ]
+        out += [
+            f"- {student}: LOST: in submitted/ but not in the gradebook (see nbgrader's log above)"
+            for student in self.missing
+        ]
         return out + [""]
 
 
@@ -64,8 +70,10 @@ def check_notebook(path: Path) -> str | None:
     try:
         content = json.loads(text)
     except json.JSONDecodeError as error:
-        return (f"{path.name} is not valid JSON (line {error.lineno}, column {error.colno}): the file was damaged "
-                f"or edited outside Jupyter; re-download it from your Jupyter server and resubmit")
+        return (
+            f"{path.name} is not valid JSON (line {error.lineno}, column {error.colno}): the file was damaged "
+            f"or edited outside Jupyter; re-download it from your Jupyter server and resubmit"
+        )
     try:
         nbformat.validate(nbformat.reads(json.dumps(content), as_version=4))
     except Exception as error:  # nbformat raises several kinds for a non-notebook
@@ -83,7 +91,9 @@ def preflight(course: Path, assignment: str, report: Report) -> None:
         extra = [n for n in present if n not in released]
         if len(missing) == 1 and len(extra) == 1:
             shutil.copy2(folder / extra[0], folder / missing[0])
-            report.renamed.append(f"{student}: submitted {extra[0]!r}; graded it as {missing[0]!r} (the original is kept)")
+            report.renamed.append(
+                f"{student}: submitted {extra[0]!r}; graded it as {missing[0]!r} (the original is kept)"
+            )
             present.append(missing[0])
         problems = [why for n in released if n in present and (why := check_notebook(folder / n))]
         problems += [f"{n} is missing (submitted: {extra or 'no notebook'})" for n in released if n not in present]
@@ -92,9 +102,13 @@ def preflight(course: Path, assignment: str, report: Report) -> None:
             continue
         for name in released:
             cells = nbformat.read(folder / name, as_version=4).cells
-            used = [c.metadata.get("nbgrader", {}).get("grade_id", "?") for c in cells
-                    if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")
-                    and REFERENCE.search(c.source)]
+            used = [
+                c.metadata.get("nbgrader", {}).get("grade_id", "?")
+                for c in cells
+                if c.cell_type == "code"
+                and c.metadata.get("nbgrader", {}).get("solution")
+                and REFERENCE.search(c.source)
+            ]
             if used:
                 report.reference_use[student] = used
 
@@ -144,12 +158,17 @@ def autograde(course: Path, assignment: str) -> Report:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("assignments", nargs="*", help="default: every released assignment (exercises/) with submissions")
+    parser.add_argument(
+        "assignments", nargs="*", help="default: every released assignment (exercises/) with submissions"
+    )
     parser.add_argument("--course", type=Path, default=Path(__file__).resolve().parents[1])
     args = parser.parse_args(argv)
     course = args.course.resolve()
     if not (course / "submitted").is_dir():
-        print("No submitted/ folder: put submissions in submitted/<student>/<assignment>/ (nbgrader collect or zip_collect)")
+        print(
+            "No submitted/ folder: put submissions in submitted/<student>/<assignment>/ "
+            "(nbgrader collect or zip_collect)"
+        )
         return 1
     # From the release, not solutions/: grading needs no hidden tests on disk (nbgrader restores them from
     # gradebook.db), so a grading machine may hold a copy of the course without solutions/.

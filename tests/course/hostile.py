@@ -4,12 +4,15 @@ Each case is a function from the release (and the instructor's answers) to what 
 ``submitted/<case>/01_forward_process/``: a notebook, or raw text for a file that is not one.
 ``EXPECTED`` is the score each case must get out of 12, and what its feedback must say.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
+
+from diffusion_internals.course.grading.solutions import solution_code, solved_release
 
 ASSIGNMENT = "01_forward_process"
 NOTEBOOK = "forward_process.ipynb"
@@ -19,28 +22,14 @@ def meta(cell) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {})
 
 
-def answers(source: Path) -> dict[str, str]:
-    """The instructor's solution code by grade_id, without the solution markers."""
-    out = {}
-    for cell in nbformat.read(source, as_version=4).cells:
-        if meta(cell).get("solution"):
-            out[meta(cell)["grade_id"]] = "\n".join(
-                line for line in cell.source.splitlines() if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
-    return out
-
-
 class Maker:
     """Builds submissions from a release notebook and the instructor's answers."""
 
     def __init__(self, release: Path, source: Path) -> None:
-        self.release, self.answers = release, answers(source)
+        self.release, self.source, self.answers = release, source, solution_code(source)
 
     def solved(self) -> nbformat.NotebookNode:
-        nb = nbformat.read(self.release, as_version=4)
-        for cell in nb.cells:
-            if meta(cell).get("solution"):
-                cell.source = self.answers[meta(cell)["grade_id"]]
-        return nb
+        return solved_release(self.release, self.source)
 
     def with_cell(self, grade_id: str, source: str) -> nbformat.NotebookNode:
         nb = self.solved()
@@ -56,10 +45,10 @@ class Maker:
 
 
 LINEAR = "linear_betas"  # the first task's solution cell; its test cell is worth 2 points
-SCALED = '''
+SCALED = """
 def scaled_linear_betas(num_steps, beta_start=0.00085, beta_end=0.012):
     return torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64) ** 2
-'''
+"""
 
 
 def _linear(body: str) -> str:
@@ -74,32 +63,46 @@ def _reordered(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 CASES: dict[str, Callable[[Maker], nbformat.NotebookNode | str]] = {
     "correct": lambda m: m.solved(),
     "untouched": lambda m: nbformat.read(m.release, as_version=4),
-    "wrong_answer": lambda m: m.with_cell(LINEAR, _linear(
-        "    return torch.linspace(beta_start, 2 * beta_end, num_steps, dtype=torch.float64)")),
+    "wrong_answer": lambda m: m.with_cell(
+        LINEAR, _linear("    return torch.linspace(beta_start, 2 * beta_end, num_steps, dtype=torch.float64)")
+    ),
     "exception": lambda m: m.with_cell(LINEAR, _linear("    raise RuntimeError('my code is not finished')")),
     "infinite_loop": lambda m: m.with_cell(LINEAR, "while True:\n    pass"),
-    "memory_hog": lambda m: m.with_cell(LINEAR, "hog = torch.ones(12 * 2**30, dtype=torch.uint8)  # 12 GiB\n"
-                                               + m.answers[LINEAR]),
-    "nan_output": lambda m: m.with_cell(LINEAR, _linear(
-        "    return torch.full((num_steps,), float('nan'), dtype=torch.float64)")),
-    "wrong_shape_dtype": lambda m: m.with_cell(LINEAR, _linear(
-        "    return torch.linspace(beta_start, beta_end, num_steps + 1)")),
+    "memory_hog": lambda m: m.with_cell(
+        LINEAR, "hog = torch.ones(12 * 2**30, dtype=torch.uint8)  # 12 GiB\n" + m.answers[LINEAR]
+    ),
+    "nan_output": lambda m: m.with_cell(
+        LINEAR, _linear("    return torch.full((num_steps,), float('nan'), dtype=torch.float64)")
+    ),
+    "wrong_shape_dtype": lambda m: m.with_cell(
+        LINEAR, _linear("    return torch.linspace(beta_start, beta_end, num_steps + 1)")
+    ),
     "edited_test_cell": lambda m: m.with_cell("test_linear_betas", "print('all tests passed, trust me')"),
     "deleted_test_cell": lambda m: m.without("test_linear_betas"),
     "deleted_solution_cell": lambda m: m.without(LINEAR),
     "reordered_cells": lambda m: _reordered(m.solved()),
     "invalid_json": lambda m: '{"cells": [ {"cell_type": "code", "source": "oops" ',
-    "uses_reference": lambda m: m.with_cell(LINEAR, (
-        "from diffusion_internals import schedules as S\n\n"
-        "def linear_betas(num_steps, beta_start=1e-4, beta_end=0.02):\n"
-        "    return S.make_betas('linear', num_steps, beta_start=beta_start, beta_end=beta_end)\n\n"
-        "def scaled_linear_betas(num_steps, beta_start=0.00085, beta_end=0.012):\n"
-        "    return S.make_betas('scaled_linear', num_steps, beta_start=beta_start, beta_end=beta_end)")),
-    "stdout_flood": lambda m: m.with_cell("crossing", m.answers["crossing"]
-                                          + "\nfor _ in range(100_000):\n    print('x' * 200)"),
-    "writes_and_snoops": lambda m: m.with_cell("crossing", m.answers["crossing"] + (
-        "\nimport glob, pathlib\nLEAKED = glob.glob('../../../solutions/*/*.ipynb')\n"
-        "pathlib.Path('../../../written_by_a_student.txt').write_text('x')")),
+    "uses_reference": lambda m: m.with_cell(
+        LINEAR,
+        (
+            "from diffusion_internals import schedules as S\n\n"
+            "def linear_betas(num_steps, beta_start=1e-4, beta_end=0.02):\n"
+            "    return S.make_betas('linear', num_steps, beta_start=beta_start, beta_end=beta_end)\n\n"
+            "def scaled_linear_betas(num_steps, beta_start=0.00085, beta_end=0.012):\n"
+            "    return S.make_betas('scaled_linear', num_steps, beta_start=beta_start, beta_end=beta_end)"
+        ),
+    ),
+    "stdout_flood": lambda m: m.with_cell(
+        "crossing", m.answers["crossing"] + "\nfor _ in range(100_000):\n    print('x' * 200)"
+    ),
+    "writes_and_snoops": lambda m: m.with_cell(
+        "crossing",
+        m.answers["crossing"]
+        + (
+            "\nimport glob, pathlib\nLEAKED = glob.glob('../../../solutions/*/*.ipynb')\n"
+            "pathlib.Path('../../../written_by_a_student.txt').write_text('x')"
+        ),
+    ),
 }
 RENAMED = "renamed_notebook"  # a correct notebook saved as my_forward_process.ipynb
 

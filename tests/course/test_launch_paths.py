@@ -3,27 +3,21 @@
 The fast tests check the conversion (MyST page -> notebook) against an independent reading of the
 page's code fences, and the URLs against literal expected values; the slow ones check the built site.
 """
+
 from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
+import launch_paths as lp  # book/_ext, on pytest's pythonpath (pyproject.toml) as on the book build's
 import nbformat
 import pytest
 import yaml
+from support import BIN, ROOT, run
 
-from support import ROOT
-
-sys.path.insert(0, str(ROOT / "book" / "_ext"))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import export_notebooks  # noqa: E402
-import launch_paths as lp  # noqa: E402
-
-SETTINGS = export_notebooks.book_settings(ROOT)
-PAGES = export_notebooks.book_pages(ROOT)
+SETTINGS = lp.book_settings(ROOT)
+PAGES = lp.book_pages(ROOT)
 NOTEBOOK_PAGES = [(doc, path) for doc, path in PAGES if lp.is_notebook_page(path, settings=SETTINGS)]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)[1]
@@ -80,7 +74,7 @@ def fenced_code_cells(text: str) -> list[str]:
             i += 1
         i += 1
         if body and body[0] == "---":  # a YAML block of options
-            del body[:body.index("---", 1) + 1]
+            del body[: body.index("---", 1) + 1]
         while body and re.match(r"^:[\w-]+:", body[0]):  # :tags: [...] options
             body.pop(0)
         while body and not body[0].strip():
@@ -147,10 +141,14 @@ def test_make_notebooks_writes_one_notebook_per_executable_page(tmp_path):
     stale = tmp_path / "book" / "a_removed_chapter.ipynb"
     stale.parent.mkdir()
     stale.write_text("{}")
-    written = export_notebooks.export(ROOT, tmp_path)
+    result = run([str(BIN / "python"), "book/_ext/launch_paths.py", "--out", str(tmp_path)], cwd=ROOT, timeout=300)
+    assert result.returncode == 0, f"make notebooks failed:\n{result.stdout}\n{result.stderr}"
+    written = [Path(line) for line in result.stdout.splitlines()[:-1]]
+    assert result.stdout.splitlines()[-1] == f"{len(written)} notebooks in {tmp_path}"
     assert not stale.exists(), "a notebook of a page no longer in the book is removed"
     assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == sorted(
-        f"{doc}.ipynb" for doc, _ in NOTEBOOK_PAGES)
+        f"{doc}.ipynb" for doc, _ in NOTEBOOK_PAGES
+    )
     assert (tmp_path / "README.md").is_file()
     for path in written:
         nbformat.validate(nbformat.read(path, as_version=4))
@@ -169,11 +167,20 @@ def test_the_settings_come_from_config_yml():
 
 def test_launch_urls():
     settings = lp.LaunchSettings("https://github.com/org/repo.git/", branch="main", notebooks_branch="nbs")
-    assert lp.colab_url(settings, "book/01_x") == "https://colab.research.google.com/github/org/repo/blob/nbs/book/01_x.ipynb"
-    assert lp.binder_url(settings, "book/01_x.md") == "https://mybinder.org/v2/gh/org/repo/main?urlpath=lab/tree/book/01_x.md"
-    in_docs = lp.LaunchSettings("https://github.com/org/repo", branch="dev", path_to_book="docs",
-                                binderhub_url="https://hub.example/")
-    assert lp.colab_url(in_docs, "ch") == "https://colab.research.google.com/github/org/repo/blob/notebooks/docs/ch.ipynb"
+    assert (
+        lp.colab_url(settings, "book/01_x")
+        == "https://colab.research.google.com/github/org/repo/blob/nbs/book/01_x.ipynb"
+    )
+    assert (
+        lp.binder_url(settings, "book/01_x.md")
+        == "https://mybinder.org/v2/gh/org/repo/main?urlpath=lab/tree/book/01_x.md"
+    )
+    in_docs = lp.LaunchSettings(
+        "https://github.com/org/repo", branch="dev", path_to_book="docs", binderhub_url="https://hub.example/"
+    )
+    assert (
+        lp.colab_url(in_docs, "ch") == "https://colab.research.google.com/github/org/repo/blob/notebooks/docs/ch.ipynb"
+    )
     assert lp.binder_url(in_docs, "ch.md") == "https://hub.example/v2/gh/org/repo/dev?urlpath=lab/tree/docs/ch.md"
     assert lp.download_href("book/01_x") == "../_notebooks/book/01_x.ipynb"
     assert lp.download_href("index") == "_notebooks/index.ipynb"
@@ -183,10 +190,14 @@ def test_launch_urls():
 
 def test_the_box_links_the_three_launch_paths_and_the_local_line():
     box = lp.box_html(SETTINGS, "book/01_forward_process", "book/01_forward_process.md", None)
-    assert 'href="https://colab.research.google.com/github/diffusion-internals/diffusion-internals/blob/notebooks/' \
-           'book/01_forward_process.ipynb"' in box
-    assert 'href="https://mybinder.org/v2/gh/diffusion-internals/diffusion-internals/main' \
-           '?urlpath=lab/tree/book/01_forward_process.md"' in box
+    assert (
+        'href="https://colab.research.google.com/github/diffusion-internals/diffusion-internals/blob/notebooks/'
+        'book/01_forward_process.ipynb"' in box
+    )
+    assert (
+        'href="https://mybinder.org/v2/gh/diffusion-internals/diffusion-internals/main'
+        '?urlpath=lab/tree/book/01_forward_process.md"' in box
+    )
     assert 'href="../_notebooks/book/01_forward_process.ipynb" download' in box
     assert "make notebooks" in box and ".venv/bin/jupyter lab _build/notebooks/book/01_forward_process.ipynb" in box
     assert "Needs a GPU" not in box
@@ -206,8 +217,10 @@ def test_a_gpu_page_says_so_in_the_box_and_asks_colab_for_a_gpu(tmp_path):
     assert lp.gpu_requirement({}) is None
 
 
-@pytest.mark.parametrize("gpu", ["4 GB", {"vram": "4 GB"}, {"vram": "4 GB", "run_time": ""},
-                                 {"vram": "4 GB", "run_time": "1 min", "ram": "8 GB"}])
+@pytest.mark.parametrize(
+    "gpu",
+    ["4 GB", {"vram": "4 GB"}, {"vram": "4 GB", "run_time": ""}, {"vram": "4 GB", "run_time": "1 min", "ram": "8 GB"}],
+)
 def test_an_incomplete_gpu_entry_is_refused_with_the_page_named(gpu):
     with pytest.raises(ValueError, match=r"gpu.*book/06_x\.md"):
         lp.gpu_requirement({"gpu": gpu}, page="book/06_x.md")
@@ -233,8 +246,9 @@ def test_a_built_chapter_links_colab_binder_and_its_download(built_book):
     page = (built_book / "book" / "01_forward_process.html").read_text()
     box = lp.box_html(SETTINGS, "book/01_forward_process", "book/01_forward_process.md", None)
     assert box in page
-    assert page.index("<h1") < page.index(box) < page.index('id="a-markov-chain-that-adds-noise"'), \
+    assert page.index("<h1") < page.index(box) < page.index('id="a-markov-chain-that-adds-noise"'), (
         "the box is under the title, before the first section"
+    )
     href = re.search(r'href="([^"]+\.ipynb)" download', page)[1]
     notebook = (built_book / "book" / href).resolve()
     assert notebook.is_file(), f"Download .ipynb points to a missing file {href}"
@@ -243,7 +257,7 @@ def test_a_built_chapter_links_colab_binder_and_its_download(built_book):
 
 @pytest.mark.slow
 def test_the_site_holds_the_same_notebooks_as_make_notebooks(built_book, tmp_path):
-    export_notebooks.export(ROOT, tmp_path)
+    lp.export(ROOT, tmp_path)
     for doc, _ in NOTEBOOK_PAGES:
         built = built_book / lp.NOTEBOOK_DIR / f"{doc}.ipynb"
         assert built.read_bytes() == (tmp_path / f"{doc}.ipynb").read_bytes(), doc

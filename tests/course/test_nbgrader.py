@@ -2,6 +2,7 @@
 
 These tests run nbgrader itself, as an instructor would, in a temporary copy of the course.
 """
+
 from __future__ import annotations
 
 import csv
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from support import BIN, ROOT, run
 from traitlets.config.loader import PyFileConfigLoader
 
-from support import BIN, ROOT, run
+from diffusion_internals.course.grading.solutions import solved_release
 
 SOLUTIONS = ROOT / "solutions"
 EXERCISES = ROOT / "exercises"
@@ -63,7 +65,9 @@ def test_there_are_assignments():
     assert "01_forward_process" in ASSIGNMENTS
 
 
-@pytest.mark.parametrize("notebook", SOURCE_NOTEBOOKS + sorted(EXERCISES.glob("*/*.ipynb")), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "notebook", SOURCE_NOTEBOOKS + sorted(EXERCISES.glob("*/*.ipynb")), ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_graded_notebooks_are_committed_without_outputs(notebook):
     nb = nbformat.read(notebook, as_version=4)
     with_outputs = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
@@ -83,23 +87,28 @@ def test_source_notebook_structure(notebook):
         if is_manual(cell):  # a written answer: the solution holds the model answer and the grader's rubric
             assert "Rubric" in cell.source, f"manually graded cell {nbgrader_meta(cell)['grade_id']} has no rubric"
             continue
-        assert "### BEGIN HIDDEN TESTS" in cell.source, f"graded cell {nbgrader_meta(cell)['grade_id']} has no hidden tests"
+        assert "### BEGIN HIDDEN TESTS" in cell.source, (
+            f"graded cell {nbgrader_meta(cell)['grade_id']} has no hidden tests"
+        )
         assert nbgrader_meta(cell).get("locked"), "graded cells must be locked"
     for cell in solutions:
         if cell.cell_type == "code":
             assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source
 
 
-@pytest.mark.parametrize("notebook, min_points", [
-    ("01_forward_process/forward_process.ipynb", 10),
-    ("02_training/training.ipynb", 12),
-    ("project_a_schedules/project_a_schedules.ipynb", 12),
-    ("03_ddpm_ddim/ddpm_ddim.ipynb", 12),
-    ("04_ode_samplers/ode_samplers.ipynb", 12),
-    ("05_guidance/guidance.ipynb", 17),
-    ("project_b_samplers/project_b_samplers.ipynb", 13),
-    ("project_c_production/project_c_production.ipynb", 16),
-])
+@pytest.mark.parametrize(
+    "notebook, min_points",
+    [
+        ("01_forward_process/forward_process.ipynb", 10),
+        ("02_training/training.ipynb", 12),
+        ("project_a_schedules/project_a_schedules.ipynb", 12),
+        ("03_ddpm_ddim/ddpm_ddim.ipynb", 12),
+        ("04_ode_samplers/ode_samplers.ipynb", 12),
+        ("05_guidance/guidance.ipynb", 17),
+        ("project_b_samplers/project_b_samplers.ipynb", 13),
+        ("project_c_production/project_c_production.ipynb", 16),
+    ],
+)
 def test_assignment_size(notebook, min_points):
     nb = nbformat.read(SOLUTIONS / notebook, as_version=4)
     graded = [nbgrader_meta(c) for c in nb.cells if nbgrader_meta(c).get("grade")]
@@ -173,27 +182,12 @@ def test_source_notebook_passes_validator(notebook):
     validator = Validator(config=load_config(ROOT))
     result = validator.validate(str(notebook))
     problems = [
-        f"{kind}: {cell['source'].splitlines()[0]!r} -> {ANSI.sub('', cell.get('raw_error', '')).strip().splitlines()[-1:]}"
+        f"{kind}: {cell['source'].splitlines()[0]!r} -> "
+        f"{ANSI.sub('', cell.get('raw_error', '')).strip().splitlines()[-1:]}"
         for kind, cells in result.items()
         for cell in cells
     ]
     assert not problems, f"{notebook.name}:\n" + "\n".join(problems)
-
-
-def solved_release(release: Path, source: Path) -> nbformat.NotebookNode:
-    """The release notebook as a correct student would submit it: solution cells filled in."""
-    nb = nbformat.read(release, as_version=4)
-    answers = {}
-    for cell in nbformat.read(source, as_version=4).cells:
-        meta = nbgrader_meta(cell)
-        if meta.get("solution"):
-            lines = [ln for ln in cell.source.splitlines() if ln.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION")]
-            answers[meta["grade_id"]] = "\n".join(lines)
-    for cell in nb.cells:
-        meta = nbgrader_meta(cell)
-        if meta.get("solution"):
-            cell.source = answers[meta["grade_id"]]
-    return nb
 
 
 @pytest.mark.slow

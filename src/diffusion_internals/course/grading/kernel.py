@@ -7,12 +7,13 @@ killer, taking other work with it. This kernel sets ``RLIMIT_AS`` (the address-s
 the cell (torch: ``RuntimeError: ... can't allocate memory``; Python: ``MemoryError``), the cell
 scores 0 and grading goes on. Time is limited per cell by nbgrader (``Execute.timeout``).
 
-    python -m diffusion_internals.course.grading.kernel install   # register "diffusion-internals-grading" (make setup does)
+    python -m diffusion_internals.course.grading.kernel install  # registers "diffusion-internals-grading" (make setup)
     DIFFUSION_INTERNALS_GRADING_MEMORY_GB=8                 # the limit, read when the kernel starts (default 8)
 
 This is a resource limit, not a sandbox: the kernel still runs with the grader's rights (see the
 README's instructor guide for running autograde in a container).
 """
+
 from __future__ import annotations
 
 import json
