@@ -48,10 +48,10 @@ book-strict: $(STAMP)
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
 
 # Every executable chapter as a clean .ipynb (no outputs) in _build/notebooks/, the same files the
-# build puts in _build/html/_notebooks/ (book/_ext/launch_paths.py); the Pages workflow pushes them
-# to the orphan `notebooks` branch that the "Open in Colab" links open.
+# build puts in _build/html/_notebooks/ (the same module, book/_ext/launch_paths.py, run as a script);
+# the Pages workflow pushes them to the orphan `notebooks` branch that the "Open in Colab" links open.
 notebooks: $(STAMP)
-	$(BIN)/python scripts/export_notebooks.py --out _build/notebooks
+	$(BIN)/python book/_ext/launch_paths.py --out _build/notebooks
 
 # External links and images of the site (needs network; CI runs it weekly, .github/workflows/links.yml).
 linkcheck: $(STAMP)
@@ -74,8 +74,9 @@ test-fast: lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Speed tables (benchmarks/*.py print a table and write benchmarks/results/*.csv); CPU, one thread.
+# sampler_overhead compares with k-diffusion, imported through the tests' importer (tests/support.py).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/sampler_overhead.py
+	PYTHONPATH=tests $(BIN)/python benchmarks/sampler_overhead.py
 	$(BIN)/python benchmarks/end_to_end.py
 	$(BIN)/python benchmarks/quality_vs_nfe.py
 	$(BIN)/python benchmarks/sd_latency.py

@@ -5,6 +5,7 @@
 Every path is anchored at this file's folder, so the commands work from any
 working directory and in a temporary copy of the course (as the tests do).
 """
+
 import os
 from pathlib import Path
 

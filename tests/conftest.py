@@ -1,9 +1,9 @@
 """Fixtures shared by the test modules."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from support import BIN, ROOT, run
 
 
@@ -21,7 +21,8 @@ def built_book():
     """The whole book built once per test session (executed, warnings as errors): the site's _build/html."""
     # --all re-reads every page so warnings of unchanged pages are reported again;
     # execution results still come from the jupyter-cache when the code is unchanged.
-    result = run([str(BIN / "jupyter-book"), "build", str(ROOT), "--all", "-W", "-n", "--keep-going"], cwd=ROOT,
-                 timeout=1500)
+    result = run(
+        [str(BIN / "jupyter-book"), "build", str(ROOT), "--all", "-W", "-n", "--keep-going"], cwd=ROOT, timeout=1500
+    )
     assert result.returncode == 0, f"book build failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
     return ROOT / "_build" / "html"

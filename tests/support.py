@@ -16,15 +16,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 import importlib
 import importlib.util
 import os
 import subprocess
 import sys
 import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -43,9 +43,7 @@ def course_env() -> dict[str, str]:
 
 def run(cmd: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """Run a command, returning its result; the output is kept for assertion messages."""
-    return subprocess.run(
-        cmd, cwd=cwd, env=course_env(), capture_output=True, text=True, timeout=timeout, check=False
-    )
+    return subprocess.run(cmd, cwd=cwd, env=course_env(), capture_output=True, text=True, timeout=timeout, check=False)
 
 
 _TORCHVISION_STUBS = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
@@ -107,8 +105,9 @@ def _sigma_at(t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return log_sigma.exp()
 
 
-def model_from_denoiser(denoiser: Callable[..., torch.Tensor], alphas_cumprod: torch.Tensor, *,
-                        prediction_type: str = "epsilon") -> Callable[..., torch.Tensor]:
+def model_from_denoiser(
+    denoiser: Callable[..., torch.Tensor], alphas_cumprod: torch.Tensor, *, prediction_type: str = "epsilon"
+) -> Callable[..., torch.Tensor]:
     """A perfect discrete-time network model(x_in, t, **cond) -> eps, v or x0 for the data of an exact denoiser."""
     if prediction_type not in TARGETS:
         raise ValueError(f"prediction_type must be one of {list(TARGETS)}, got {prediction_type!r}")
@@ -131,7 +130,8 @@ def model_from_denoiser(denoiser: Callable[..., torch.Tensor], alphas_cumprod: t
     return model
 
 
-def eps_model_from_denoiser(denoiser: Callable[..., torch.Tensor],
-                            alphas_cumprod: torch.Tensor) -> Callable[..., torch.Tensor]:
+def eps_model_from_denoiser(
+    denoiser: Callable[..., torch.Tensor], alphas_cumprod: torch.Tensor
+) -> Callable[..., torch.Tensor]:
     """A perfect eps network: eps(x_in, t, **cond) = (x - D(x, sigma_t)) / sigma_t with x = x_in sqrt(1 + sigma_t^2)."""
     return model_from_denoiser(denoiser, alphas_cumprod, prediction_type="epsilon")

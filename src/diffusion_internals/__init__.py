@@ -5,7 +5,7 @@ The core (this folder), torch and numpy only; each module holds one piece of the
 - `schedules`: beta schedules, alphas_cumprod, SNR, timestep and sigma grids (chapter 1).
 - `forward`: the forward process q(x_t | x_0), one Markov step, the posterior (chapter 1).
 - `reverse`: one DDPM or DDIM reverse step in timestep indices (chapters 2-3).
-- `parameterization`: what a network predicts (eps, x0, v) and the conversions between them and the score (chapters 1-2).
+- `parameterization`: what a network predicts (eps, x0, v), conversions between them and the score (chapters 1-2).
 - `denoisers`: the denoiser abstraction D(x, sigma) -> x0_hat, network wrappers, exact Gaussian denoisers (chapter 4).
 - `samplers`: DDPM, DDIM, Euler, Heun, DPM2, LMS, DPM-Solver++, UniPC, CFG++ as plain functions (chapters 3-4).
 - `sampling`: one front door, `sample(...)`, and the sampler names of UI menus (chapter 4).

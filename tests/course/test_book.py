@@ -1,11 +1,11 @@
 """The course site: the whole book builds with every chapter executed and warnings as errors."""
+
 from __future__ import annotations
 
 import html
 import re
 
 import pytest
-
 from support import ROOT
 
 HTML = ROOT / "_build" / "html"
@@ -55,8 +55,15 @@ def test_chapter_2_is_executed_with_figures_and_citations(built_book):
     # weights, samples during training, DDPM chain, loss per bucket, digits samples, digits loss curves
     text = executed_page(built_book, "02_reverse_process", 4)
     assert "Vincent" in text and "Peebles" in text, "citations were not rendered"
-    for function in ("def diffusion_loss", "def ddpm_step", "def q_posterior", "def v_from_x0_eps",
-                     "def x0_from_eps", "def training_target", "def score_from_eps"):
+    for function in (
+        "def diffusion_loss",
+        "def ddpm_step",
+        "def q_posterior",
+        "def v_from_x0_eps",
+        "def x0_from_eps",
+        "def training_target",
+        "def score_from_eps",
+    ):
         assert function in text, f"the package source ({function}) is not shown"
     assert "p_ema.lerp_" in text, "the EMA update of training.train is not shown"
     # Output of executed cells (the code that prints them is on the page too, so match printed values):
@@ -74,8 +81,14 @@ def test_chapter_3_is_executed_with_figures_and_citations(built_book):
     # DDIM/DDPM grid, x0_hat trajectory, eta samples, log-SNR ends of the schedules, samples per spacing
     text = executed_page(built_book, "03_ddpm_ddim", 4)
     assert "Song et al." in text and "Lin et al." in text, "citations were not rendered"
-    for function in ("def ddpm_step", "def ddim_step", "def inference_timesteps", "def sample_ddim",
-                     "def rescale_zero_terminal_snr", "def ddim_scheduler"):
+    for function in (
+        "def ddpm_step",
+        "def ddim_step",
+        "def inference_timesteps",
+        "def sample_ddim",
+        "def rescale_zero_terminal_snr",
+        "def ddim_scheduler",
+    ):
         assert function in text, f"the package source ({function}) is not shown"
     # Output of executed cells (the code that prints them is on the page too, so match printed values):
     # ddim_step at eta = 1 is ddpm_step to round-off, the timestep table, and the spacing experiment, whose
@@ -84,8 +97,9 @@ def test_chapter_3_is_executed_with_figures_and_citations(built_book):
     assert "trailing: [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]" in text, "the timestep table is missing"
     row = r"digits-cosine-eps +trailing +10 +0 +999 +2\.43e-09 +2\.03e\+04 +\d+\.\d\d +\d\.\d{3}"
     assert re.search(row, text), "the spacing experiment did not run (no cosine/trailing row)"
-    assert re.search(r"digits-linear-v-zsnr +trailing +5 +0 +999 +0\.00e\+00 +inf +\d+\.\d\d +\d\.\d{3}", text), \
+    assert re.search(r"digits-linear-v-zsnr +trailing +5 +0 +999 +0\.00e\+00 +inf +\d+\.\d\d +\d\.\d{3}", text), (
         "the zero-terminal-SNR model was not sampled with trailing spacing"
+    )
     assert re.search(r" 1\.0 +0 +\d+\.\d\d +\d\.\d{3}", text), "the eta table is missing"
 
 
@@ -94,9 +108,18 @@ def test_chapter_4_is_executed_with_figures_and_citations(built_book):
     # mixture ODE paths, rho grids, convergence orders, default-grid mismatch, quality against NFE, samples
     text = executed_page(built_book, "04_ode_samplers", 6)
     assert "Karras et al." in text and "Lu et al." in text and "Zhao et al." in text, "citations were not rendered"
-    for function in ("def to_d", "def sample_euler", "def sample_heun", "def sigmas_karras", "def _exponential_step",
-                     "def sample_dpmpp_2m", "def ancestral_step", "def sample_euler_ancestral", "def _uni_step",
-                     "def gaussian_ode_solution"):
+    for function in (
+        "def to_d",
+        "def sample_euler",
+        "def sample_heun",
+        "def sigmas_karras",
+        "def _exponential_step",
+        "def sample_dpmpp_2m",
+        "def ancestral_step",
+        "def sample_euler_ancestral",
+        "def _uni_step",
+        "def gaussian_ode_solution",
+    ):
         assert function in text, f"the package source ({function}) is not shown"
     # Output of executed cells (the code that prints them is on the page too, so match printed values).
     # The measured convergence orders on Gaussian data must be the textbook ones.
@@ -104,8 +127,9 @@ def test_chapter_4_is_executed_with_figures_and_citations(built_book):
         found = re.search(rf"\n *{re.escape(solver)} +(\d\.\d\d) +\d\.\d\de-\d\d +\d\.\d\de-\d\d", text)
         assert found, f"the convergence table has no row for {solver}"
         assert abs(float(found.group(1)) - order) < 0.2, f"{solver}: fitted order {found.group(1)}, expected {order}"
-    assert re.search(r"100 \| +62 +\d+\.\d\d +0\.\d{3} +0\.\d{3} +\| +\d+\.\d\d +0\.\d{3}", text), \
+    assert re.search(r"100 \| +62 +\d+\.\d\d +0\.\d{3} +0\.\d{3} +\| +\d+\.\d\d +0\.\d{3}", text), (
         "the default-grid (schedule-solver mismatch) table is missing"
+    )
     for sampler in ("DDIM", "Euler", "Heun", "DPM++ 2M Karras", "UniPC", "Euler a"):
         row = rf"\n *{re.escape(sampler)}( +\d+\.\d(?!\d)){{7}}\n"
         assert re.search(row, text), f"the FID-by-NFE table has no row for {sampler}"
@@ -142,8 +166,11 @@ def test_chapter_6_is_executed_with_figures_and_citations(built_book):
         assert "noise-like and only the mechanics are real" in text, "the tiny-pipeline notice is missing"
     else:
         assert "pipeline: a trained checkpoint" in text
-    rows = re.findall(r"(DDIM|DPM\+\+ 2M Karras), guidance_rescale (0\.0|0\.7): latents max\|ours - pipe\| = \S+ "
-                      r"\((\S+) of max\|latent\|\), images max\|ours - pipe\| = (\S+)", text)
+    rows = re.findall(
+        r"(DDIM|DPM\+\+ 2M Karras), guidance_rescale (0\.0|0\.7): latents max\|ours - pipe\| = \S+ "
+        r"\((\S+) of max\|latent\|\), images max\|ours - pipe\| = (\S+)",
+        text,
+    )
     assert len(rows) == 4, "the parity table is missing"
     if "torch.float32, 12 steps" in text:
         assert all(float(r[2]) <= 2e-5 and float(r[3]) <= 1e-5 for r in rows), rows
@@ -159,7 +186,9 @@ def test_chapter_6_is_executed_with_figures_and_citations(built_book):
 def test_chapter_7_is_executed_with_figures_and_citations(built_book):
     # oversaturation, schedule mismatch, residual noise, blur, class ignored, float16, batch size
     text = executed_page(built_book, "07_field_guide", 7)
-    assert "Ho and Salimans" in text and "Saharia et al." in text and "Lin et al." in text, "citations were not rendered"
+    assert "Ho and Salimans" in text and "Saharia et al." in text and "Lin et al." in text, (
+        "citations were not rendered"
+    )
     for function in ("def gradient_energy", "def residual_noise_std", "class FiniteTrace", "def batch_discrepancy"):
         assert function in text, f"the package source ({function}) is not shown"
     assert re.search(r"scale 7, rescale 0\.7 +0\.\d{3} +0\.\d{3}", text), "the oversaturation table is missing"
@@ -173,8 +202,15 @@ def test_chapter_7_is_executed_with_figures_and_citations(built_book):
     assert re.search(r"float16, sigma_max 2\.03e4 +0 \(sigma 2\.03e\+04\)", text), "the float16 overflow was not found"
     found = re.search(r"per sample +per sample +([\d.e+-]+)", text)
     assert found and float(found.group(1)) < 1e-4, "the fixed sampler is not batch-invariant"
-    for row in ("oversaturation", "schedule mismatch", "residual noise", "blur", "class ignored", "fp16 NaN",
-                "batch size"):
+    for row in (
+        "oversaturation",
+        "schedule mismatch",
+        "residual noise",
+        "blur",
+        "class ignored",
+        "fp16 NaN",
+        "batch size",
+    ):
         assert re.search(rf"{row} +[a-z ]+( +\d+\.\d{{3}}){{3}}", text), f"the summary has no row {row!r}"
 
 
@@ -213,7 +249,8 @@ def test_reference_pages_notation_glossary_guide_and_changelog(built_book):
     for step in ("make release", "make autograde", "make feedback", "grades.csv", "docker run", "grading_report.md"):
         assert step in guide, f"the instructor guide does not show {step!r}"
     changelog = text_of((built_book / "book" / "changelog.html").read_text())
-    assert "0.2 (to be tagged v0.2.0" in changelog and "Chapter 5, Classifier-free guidance" in changelog
+    assert "0.3 (to be tagged v0.3.0" in changelog and "Chapter 5, Classifier-free guidance" in changelog
+    assert "diffusion_internals.course.checkpoints" in changelog, "the changelog lacks the table of moved modules"
 
 
 @pytest.mark.slow
@@ -223,9 +260,12 @@ def test_performance_appendix_renders_the_committed_benchmark_tables(built_book)
     for header in ("ours / diffusers", "model only (ms)", "within 10%"):
         assert header in text, f"the performance page lacks the column {header!r}"
     for batch in (1, 8):
-        assert re.search(rf"dpmpp_2m\s*{batch}\s*0\.\d+", text), f"the sampler-overhead table has no dpmpp_2m row, batch {batch}"
-    assert re.search(r"tiny \(random weights\)[^\n]*\s*DPM\+\+ 2M Karras\s*\d+\s*\d\s*0\.\d+", text), \
+        assert re.search(rf"dpmpp_2m\s*{batch}\s*0\.\d+", text), (
+            f"the sampler-overhead table has no dpmpp_2m row, batch {batch}"
+        )
+    assert re.search(r"tiny \(random weights\)[^\n]*\s*DPM\+\+ 2M Karras\s*\d+\s*\d\s*0\.\d+", text), (
         "the SD latency table has no DPM++ 2M Karras row, or does not say it ran on the tiny pipeline"
+    )
     assert re.search(r"book warm\s*all pages\s*[\d.]+\s*120\.0", text), "the course-operations table is missing"
     assert "05_guidance" in text and "project_c_production" in text
     assert re.search(r"DPM\+\+ 2M Karras\s*20\s*\d+\.\d+", text), "the end-to-end table has no DPM++ 2M Karras row"

@@ -3,6 +3,7 @@
 Oracles: scikit-learn's load_digits itself, colorsys for HSV, the standard CIFAR-10 pickle layout,
 and the geometry each toy distribution is defined by.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -92,8 +93,9 @@ def test_colour_digits_follow_the_documented_generator():
     assert colour.images.min() >= -1 and colour.images.max() <= 1
     # Each image is background + m * (stroke - background) per channel, m the upsampled grey mask:
     # recover stroke and background by least squares and check the documented HSV ranges.
-    mask = torch.nn.functional.interpolate((grey.images.double() + 1) / 2, size=(16, 16), mode="bilinear",
-                                           align_corners=False).reshape(360, -1)  # (N, 256)
+    mask = torch.nn.functional.interpolate(
+        (grey.images.double() + 1) / 2, size=(16, 16), mode="bilinear", align_corners=False
+    ).reshape(360, -1)  # (N, 256)
     design = torch.stack([1 - mask, mask], dim=-1)  # (N, 256, 2)
     target = ((colour.images.double() + 1) / 2).reshape(360, 3, -1).transpose(1, 2)  # (N, 256, 3)
     solution = torch.linalg.lstsq(design, target).solution  # (N, 2, 3): background, stroke RGB
@@ -177,7 +179,9 @@ def test_eight_gaussians_have_equal_weights_and_the_given_std():
     nearest = torch.cdist(p, means).argmin(1)
     counts = torch.bincount(nearest, minlength=8).double()
     assert (counts - 1000).abs().max() < 5 * math.sqrt(1000 * 7 / 8)  # 5 binomial standard deviations
-    torch.testing.assert_close((p - means[nearest]).std(0), torch.full((2,), 0.1, dtype=torch.float64), rtol=0.05, atol=0)
+    torch.testing.assert_close(
+        (p - means[nearest]).std(0), torch.full((2,), 0.1, dtype=torch.float64), rtol=0.05, atol=0
+    )
 
 
 def test_checkerboard_fills_the_eight_dark_squares_evenly():

@@ -7,6 +7,7 @@ nothing, and the feedback (or the grading report, for files nbgrader cannot read
 went wrong in words a learner understands. The per-cell timeout is shortened to 20 s here so the
 infinite loop costs 20 s, not the classroom's 300 s.
 """
+
 from __future__ import annotations
 
 import html
@@ -15,10 +16,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from traitlets.config.loader import PyFileConfigLoader
-
-from support import BIN, ROOT, course_env, run
 from hostile import ASSIGNMENT, EXPECTED, NOTEBOOK, Maker, write_submissions
+from support import BIN, ROOT, course_env, run
+from traitlets.config.loader import PyFileConfigLoader
 
 NBGRADER = [str(BIN / "python"), "-m", "nbgrader"]
 pytestmark = pytest.mark.slow
@@ -36,8 +36,14 @@ def autograde(course: Path):
     env = {**course_env(), "DIFFUSION_INTERNALS_CELL_TIMEOUT": "20"}
     import subprocess
 
-    return subprocess.run([str(BIN / "python"), str(ROOT / "scripts" / "autograde.py"), "--course", str(course)],
-                          cwd=course, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [str(BIN / "python"), str(ROOT / "scripts" / "autograde.py"), "--course", str(course)],
+        cwd=course,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +65,9 @@ def graded(tmp_path_factory):
 def test_autograde_finishes_and_records_every_submission(graded):
     course, first, first_scores, *_ = graded
     assert first.returncode == 0, f"autograde failed:\n{first.stdout[-3000:]}\n{first.stderr[-3000:]}"
-    assert set(first_scores) == set(EXPECTED), f"students missing from the gradebook: {set(EXPECTED) - set(first_scores)}"
+    assert set(first_scores) == set(EXPECTED), (
+        f"students missing from the gradebook: {set(EXPECTED) - set(first_scores)}"
+    )
 
 
 @pytest.mark.parametrize("case", sorted(EXPECTED))
@@ -76,7 +84,8 @@ def test_feedback_or_report_says_what_went_wrong(graded, case):
     page = course / "feedback" / case / ASSIGNMENT / NOTEBOOK.replace(".ipynb", ".html")
     text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text())) if page.is_file() else ""
     assert phrase in text or (phrase in report and case in report), (
-        f"{case}: neither the feedback page nor the grading report says {phrase!r}")
+        f"{case}: neither the feedback page nor the grading report says {phrase!r}"
+    )
 
 
 def test_a_second_run_changes_nothing_and_nothing_is_lost(graded):
@@ -98,7 +107,9 @@ def test_feedback_is_generated_for_every_graded_notebook(graded):
 def test_a_flood_of_output_is_truncated_in_the_graded_notebook(graded):
     course, *_ = graded
     size = (course / "autograded" / "stdout_flood" / ASSIGNMENT / NOTEBOOK).stat().st_size
-    assert size < 2_000_000, f"the autograded notebook holds {size} bytes of output: nbgrader's LimitOutput did not apply"
+    assert size < 2_000_000, (
+        f"the autograded notebook holds {size} bytes of output: nbgrader's LimitOutput did not apply"
+    )
 
 
 def test_what_grading_does_not_protect_against_is_what_the_readme_says(graded):

@@ -4,6 +4,7 @@ Oracles: a fake generator that sleeps a known time and logs the order of calls; 
 is known in closed form (a piecewise-linear curve with one corner; for y = 1/x on [a, b] the point
 farthest from the chord after scaling is where the slope equals the chord's).
 """
+
 from __future__ import annotations
 
 import math

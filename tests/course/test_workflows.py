@@ -3,13 +3,13 @@
 GitHub Actions cannot run here; these checks keep the workflow files honest: valid YAML, the
 triggers the README promises, and commands that are Make targets of this repository.
 """
+
 from __future__ import annotations
 
 import re
 
 import pytest
 import yaml
-
 from support import ROOT
 
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -39,8 +39,11 @@ def test_triggers_match_what_the_readme_and_the_issue_promise():
     assert "schedule" in on("links.yml") and "schedule" in on("drift.yml")
     assert "make test" in " ".join(commands(load("pull-request.yml")))
     assert "CONSTRAINTS=requirements/drift.txt" in " ".join(commands(load("drift.yml")))
-    assert not [line for line in (ROOT / "requirements" / "drift.txt").read_text().splitlines()
-                if line.strip() and not line.startswith("#")], "the drift guard must pin nothing"
+    assert not [
+        line
+        for line in (ROOT / "requirements" / "drift.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ], "the drift guard must pin nothing"
 
 
 def test_the_pages_workflow_publishes_the_notebooks_that_colab_opens():
@@ -51,8 +54,11 @@ def test_the_pages_workflow_publishes_the_notebooks_that_colab_opens():
     strict = next(i for i, run in enumerate(build) if "make book-strict" in run)
     export = next(i for i, run in enumerate(build) if "make notebooks" in run)
     assert export > strict, "the notebooks are exported after the book build"
-    uploaded = [step["with"]["path"] for step in jobs["build"]["steps"]
-                if step.get("uses", "").startswith("actions/upload-artifact")]
+    uploaded = [
+        step["with"]["path"]
+        for step in jobs["build"]["steps"]
+        if step.get("uses", "").startswith("actions/upload-artifact")
+    ]
     assert uploaded == ["_build/notebooks"], "the build job hands _build/notebooks (make notebooks) to the push job"
 
     branch = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]["launch_paths_notebooks_branch"]

@@ -9,6 +9,7 @@ and colour digits the samples are then scored at guidance 0, 1, 3 and 7 with the
 (:func:`diffusion_internals.course.evaluation.evaluate`) into ``training.json["metrics"]``.
 The committed checkpoints are made by ``scripts/train_models.sh`` with these commands.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,11 @@ __all__ = ["main", "parser"]
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the command line."""
-    p = argparse.ArgumentParser(prog="python -m diffusion_internals.course", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m diffusion_internals.course",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--dataset", required=True, choices=[*data.DATASETS, *data.TOY_2D])
     p.add_argument("--out", required=True, help="folder to write the checkpoint to")
     p.add_argument("--classifier", action="store_true", help="train the feature classifier instead")
@@ -64,16 +68,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.classifier:
         from diffusion_internals.course.training import train_classifier
 
-        model, record = train_classifier(args.dataset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                         seed=args.seed, progress=progress)
+        model, record = train_classifier(
+            args.dataset, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=progress
+        )
         save_checkpoint(model, {**record, "command": command}, args.out)
         print(f"test accuracy {record['metrics']['test_accuracy']:.4f}; saved to {args.out}")
         return 0
 
-    from diffusion_internals.denoisers import DiscreteDenoiser
     from diffusion_internals.course.models import class_conditional_unet
     from diffusion_internals.course.production import FLAWS, apply_flaw
     from diffusion_internals.course.training import train
+    from diffusion_internals.denoisers import DiscreteDenoiser
 
     if args.flaw is not None and args.flaw not in FLAWS:
         parser().error(f"--flaw must be one of {list(FLAWS)}, got {args.flaw!r}")
@@ -83,16 +88,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dataset in data.DATASETS:
         train_set = data.load_dataset(args.dataset, split="test", root=args.cifar10_root)  # for the image shape
         torch.manual_seed(args.seed)  # the U-Net initialises its weights from the global generator
-        model = class_conditional_unet(in_channels=train_set.images.shape[1], sample_size=train_set.images.shape[2],
-                                       num_classes=train_set.num_classes,
-                                       block_out_channels=tuple(int(c) for c in args.channels.split(",")),
-                                       layers_per_block=args.layers_per_block)
-    model, record = train(args.dataset, schedule=args.schedule, zero_snr=args.zero_snr, prediction_type=args.prediction,
-                          steps=args.steps, batch_size=args.batch_size, lr=args.lr, label_dropout=args.label_dropout,
-                          ema=args.ema, seed=args.seed, model=model, cifar10_root=args.cifar10_root,
-                          progress=progress)
-    record = {**record, "architecture": {"channels": args.channels, "layers_per_block": args.layers_per_block},
-              "command": command}
+        model = class_conditional_unet(
+            in_channels=train_set.images.shape[1],
+            sample_size=train_set.images.shape[2],
+            num_classes=train_set.num_classes,
+            block_out_channels=tuple(int(c) for c in args.channels.split(",")),
+            layers_per_block=args.layers_per_block,
+        )
+    model, record = train(
+        args.dataset,
+        schedule=args.schedule,
+        zero_snr=args.zero_snr,
+        prediction_type=args.prediction,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        label_dropout=args.label_dropout,
+        ema=args.ema,
+        seed=args.seed,
+        model=model,
+        cifar10_root=args.cifar10_root,
+        progress=progress,
+    )
+    record = {
+        **record,
+        "architecture": {"channels": args.channels, "layers_per_block": args.layers_per_block},
+        "command": command,
+    }
     trained = dict(record)
     if args.flaw is not None:
         record = apply_flaw(record, args.flaw)
@@ -101,8 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from diffusion_internals.course.evaluation import evaluate
 
         start = time.perf_counter()
-        record["metrics"].update(evaluate(load_denoiser(args.out), args.dataset, per_class=args.eval_per_class,
-                                          progress=progress))
+        record["metrics"].update(
+            evaluate(load_denoiser(args.out), args.dataset, per_class=args.eval_per_class, progress=progress)
+        )
         if args.flaw in ("claims-cosine", "claims-v-prediction"):  # how it would have done, configured right
             honest = DiscreteDenoiser(model, alphas_cumprod_for(trained), prediction_type=trained["prediction_type"])
             record["flaw"]["metrics_with_actual_config"] = evaluate(honest, args.dataset, per_class=args.eval_per_class)

@@ -18,6 +18,7 @@ Sec. 3.3) with int64 labels ``(N,)``, returned as :class:`ImageData` by :func:`l
 * ``cifar10``: the standard python-pickle batches from a local folder; never downloaded.
 * 2-D toys (:data:`TOY_2D`): fresh points from a ``torch.Generator``, for the MLP of chapter 2.
 """
+
 from __future__ import annotations
 
 import math
@@ -108,8 +109,9 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     return v.unsqueeze(-1) - (v * s).unsqueeze(-1) * ramp
 
 
-def colour_digits_hsv(labels: torch.Tensor, *, generator: torch.Generator | None = None,
-                      class_hue: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def colour_digits_hsv(
+    labels: torch.Tensor, *, generator: torch.Generator | None = None, class_hue: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stroke and background HSV (N, 3) float64 of colour digits; class_hue=False draws the stroke hue uniformly."""
     u = torch.rand(len(labels), 6, generator=generator, dtype=torch.float64)  # (N, 6): 3 stroke + 3 background
     hue = (labels.to(torch.float64) / 10 + 0.06 * u[:, 0] - 0.03) % 1 if class_hue else u[:, 0]
@@ -118,9 +120,10 @@ def colour_digits_hsv(labels: torch.Tensor, *, generator: torch.Generator | None
     return stroke, background
 
 
-def colourise(grey: torch.Tensor, stroke_hsv: torch.Tensor, background_hsv: torch.Tensor, *,
-              size: int = 16) -> torch.Tensor:
-    """(1 - m) background + m stroke, m = grey (N, 1, h, w) in [-1, 1] mapped to [0, 1] and upsampled bilinearly; (N, 3, size, size) in [-1, 1]."""
+def colourise(
+    grey: torch.Tensor, stroke_hsv: torch.Tensor, background_hsv: torch.Tensor, *, size: int = 16
+) -> torch.Tensor:
+    """(1 - m) background + m stroke, m = grey (N, 1, h, w) in [0, 1], upsampled: (N, 3, size, size) in [-1, 1]."""
     mask = (grey.to(torch.float64) + 1) / 2  # (N, 1, h, w) in [0, 1]
     mask = torch.nn.functional.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False)
     stroke, background = hsv_to_rgb(stroke_hsv), hsv_to_rgb(background_hsv)  # (N, 3) each
@@ -129,10 +132,12 @@ def colourise(grey: torch.Tensor, stroke_hsv: torch.Tensor, background_hsv: torc
 
 
 def colour_digits(split: str = "train") -> ImageData:
-    """RGB 16x16 digits in [-1, 1], strokes hued by class on dark random hues (seed 0; the generator is in the module docstring)."""
+    """RGB 16x16 digits in [-1, 1], strokes hued by class on dark random hues (seed 0; see the module docstring)."""
     _, labels, splits = _digits_arrays()
     # The colours are drawn for all 1797 images at once, so an image's colours do not depend on the split.
-    stroke, background = colour_digits_hsv(torch.from_numpy(labels), generator=torch.Generator().manual_seed(COLOUR_SEED))
+    stroke, background = colour_digits_hsv(
+        torch.from_numpy(labels), generator=torch.Generator().manual_seed(COLOUR_SEED)
+    )
     index = torch.from_numpy(splits[_check_split(split)])
     grey = digits(split).images  # (N, 1, 8, 8), the same images in the same order
     return ImageData(colourise(grey, stroke[index], background[index]), torch.from_numpy(labels[index.numpy()]), 10)
@@ -142,7 +147,7 @@ def colour_digits(split: str = "train") -> ImageData:
 
 
 def _cifar10_folder(root: str | os.PathLike | None) -> Path:
-    """The folder with the python-pickle batches: root, root/cifar-10-batches-py (torchvision's layout) or $CIFAR10_ENV."""
+    """The folder of the python-pickle batches: root, root/cifar-10-batches-py (torchvision's) or $CIFAR10_ENV."""
     if root is None:
         root = os.environ.get(CIFAR10_ENV)
     if root is None:
@@ -150,12 +155,15 @@ def _cifar10_folder(root: str | os.PathLike | None) -> Path:
             f"CIFAR-10 is not bundled with the course: pass root=<folder> or set {CIFAR10_ENV} to the folder "
             f"holding the python-pickle batches (data_batch_1 ... data_batch_5, test_batch), e.g. the "
             f"cifar-10-batches-py folder of https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz or the root "
-            f"torchvision.datasets.CIFAR10 downloaded into")
+            f"torchvision.datasets.CIFAR10 downloaded into"
+        )
     for folder in (Path(root), Path(root) / "cifar-10-batches-py"):
         if (folder / "test_batch").is_file():
             return folder
-    raise FileNotFoundError(f"no CIFAR-10 python-pickle batches in {root} (looked for test_batch there and in its "
-                            f"cifar-10-batches-py subfolder)")
+    raise FileNotFoundError(
+        f"no CIFAR-10 python-pickle batches in {root} (looked for test_batch there and in its "
+        f"cifar-10-batches-py subfolder)"
+    )
 
 
 def cifar10(split: str = "train", *, root: str | os.PathLike | None = None) -> ImageData:
@@ -192,14 +200,14 @@ def load_dataset(name: str, *, split: str = "train", root: str | os.PathLike | N
 
 
 def swiss_roll(n: int, *, generator: torch.Generator | None = None, noise: float = 0.1) -> torch.Tensor:
-    """(n, 2) points on the spiral r = theta / 5, theta ~ U(1.5 pi, 4.5 pi), plus N(0, noise^2) (scikit-learn make_swiss_roll)."""
+    """(n, 2) points on the spiral r = theta / 5, theta ~ U(1.5 pi, 4.5 pi), plus N(0, noise^2) (make_swiss_roll)."""
     theta = 1.5 * math.pi * (1 + 2 * torch.rand(_check_n(n), generator=generator))  # (n,)
     points = torch.stack([theta * torch.cos(theta), theta * torch.sin(theta)], dim=1) / 5  # (n, 2)
     return points + noise * torch.randn(n, 2, generator=generator)
 
 
 def two_moons(n: int, *, generator: torch.Generator | None = None, noise: float = 0.05) -> torch.Tensor:
-    """(n, 2) points on two interleaved unit half-circles centred on the origin, plus N(0, noise^2) (scikit-learn make_moons)."""
+    """(n, 2) points on two interleaved unit half-circles about the origin, plus N(0, noise^2) (make_moons)."""
     upper = torch.rand(_check_n(n), generator=generator) < 0.5  # which moon, (n,)
     angle = math.pi * torch.rand(n, generator=generator)
     first = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)  # centre (0, 0)
@@ -208,8 +216,9 @@ def two_moons(n: int, *, generator: torch.Generator | None = None, noise: float 
     return points + noise * torch.randn(n, 2, generator=generator)
 
 
-def eight_gaussians(n: int, *, generator: torch.Generator | None = None, radius: float = 2.0,
-                    std: float = 0.1) -> torch.Tensor:
+def eight_gaussians(
+    n: int, *, generator: torch.Generator | None = None, radius: float = 2.0, std: float = 0.1
+) -> torch.Tensor:
     """(n, 2) draws from 8 equal-weight N(m_k, std^2 I), m_k = radius (cos, sin)(2 pi k / 8) (Grathwohl et al. 2019)."""
     k = torch.randint(0, 8, (_check_n(n),), generator=generator)
     angle = 2 * math.pi * k / 8
@@ -218,15 +227,19 @@ def eight_gaussians(n: int, *, generator: torch.Generator | None = None, radius:
 
 
 def checkerboard(n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(n, 2) uniform points on the 8 dark unit squares of a 4x4 board on [-2, 2]^2, (col + row) even (Grathwohl et al. 2019)."""
+    """(n, 2) uniform points on the 8 squares of a 4x4 board on [-2, 2]^2, col + row even (Grathwohl et al. 2019)."""
     col = torch.randint(0, 4, (_check_n(n),), generator=generator)
     row = 2 * torch.randint(0, 2, (n,), generator=generator) + col % 2  # same parity as col
     corner = torch.stack([col, row], dim=1).to(torch.float32) - 2  # (n, 2), lower-left corner
     return corner + torch.rand(n, 2, generator=generator)
 
 
-TOY_2D = {"swiss_roll": swiss_roll, "two_moons": two_moons, "eight_gaussians": eight_gaussians,
-          "checkerboard": checkerboard}
+TOY_2D = {
+    "swiss_roll": swiss_roll,
+    "two_moons": two_moons,
+    "eight_gaussians": eight_gaussians,
+    "checkerboard": checkerboard,
+}
 
 
 def toy_2d(name: str, n: int, *, generator: torch.Generator | None = None, **options: float) -> torch.Tensor:

@@ -18,6 +18,7 @@ Traps, both handled by the saved scheduler configs (:func:`diffusion_internals.c
 * ``timestep_spacing="trailing"`` starts at t = 999, pure noise only for a zero-terminal-SNR
   schedule; for cosine alpha_bar_999 ~ 2e-9 and an eps model's first x0_hat is eps error times ~2e4.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -28,8 +29,8 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from diffusion_internals.course.models import null_label
 from diffusion_internals.course.checkpoints import checkpoint_path, load_model
+from diffusion_internals.course.models import null_label
 
 __all__ = ["DigitsPipeline"]
 
@@ -37,13 +38,15 @@ OUTPUT_TYPES = ("pt", "np", "pil")
 
 
 class DigitsPipeline(DiffusionPipeline):
-    """Class-conditional sampling with classifier-free guidance from a UNet2DModel and any diffusers scheduler (Ho & Salimans 2022)."""
+    """Class-conditional sampling with CFG from a UNet2DModel and any diffusers scheduler (Ho & Salimans 2022)."""
 
     def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin) -> None:
         """Register the U-Net (num_class_embeds = classes + 1, the last the null label) and the scheduler."""
         super().__init__()
         if null_label(unet) is None:
-            raise ValueError("unet must be class-conditional: num_class_embeds = classes + 1 (the last is the null label)")
+            raise ValueError(
+                "unet must be class-conditional: num_class_embeds = classes + 1 (the last is the null label)"
+            )
         self.register_modules(unet=unet, scheduler=scheduler)
 
     @classmethod
@@ -63,12 +66,14 @@ class DigitsPipeline(DiffusionPipeline):
         output_type: str = "pt",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
-        """Samples of the given classes; the null label asks for unconditional samples (Ho & Salimans 2022, Algorithm 2)."""
+        """Samples of the given classes; the null label asks for unconditional ones (Ho & Salimans 2022, Alg. 2)."""
         null = null_label(self.unet)
         labels = torch.as_tensor(class_labels).reshape(-1)
         if labels.dtype.is_floating_point or labels.numel() == 0 or not bool(((labels >= 0) & (labels <= null)).all()):
-            raise ValueError(f"class_labels must be a non-empty sequence of ints in [0, {null}] ({null} = no class), "
-                             f"got {labels.tolist()}")
+            raise ValueError(
+                f"class_labels must be a non-empty sequence of ints in [0, {null}] ({null} = no class), "
+                f"got {labels.tolist()}"
+            )
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
             raise ValueError(f"guidance_scale must be a number >= 0 (1 = no guidance), got {guidance_scale!r}")
         if output_type not in OUTPUT_TYPES:

@@ -12,6 +12,7 @@ generated digits, its penultimate layer (64 features) the features of digits-FID
 features, Heusel et al. 2017, mean little on 8x8 digits). Such numbers compare models on the same data
 with the same classifier only.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,20 +29,34 @@ def _check_positive_int(name: str, value: int) -> int:
     return value
 
 
-def class_conditional_unet(*, in_channels: int = 1, sample_size: int = 8, num_classes: int = 10,
-                           block_out_channels: tuple[int, ...] = (32, 64), layers_per_block: int = 1,
-                           norm_num_groups: int = 8) -> UNet2DModel:
-    """A small diffusers UNet2DModel with num_classes + 1 class embeddings, the last one the CFG null class (Ho & Salimans 2022)."""
-    for name, value in (("in_channels", in_channels), ("sample_size", sample_size), ("num_classes", num_classes),
-                        ("layers_per_block", layers_per_block), ("norm_num_groups", norm_num_groups)):
+def class_conditional_unet(
+    *,
+    in_channels: int = 1,
+    sample_size: int = 8,
+    num_classes: int = 10,
+    block_out_channels: tuple[int, ...] = (32, 64),
+    layers_per_block: int = 1,
+    norm_num_groups: int = 8,
+) -> UNet2DModel:
+    """A small UNet2DModel with num_classes + 1 class embeddings, the last the null class (Ho & Salimans 2022)."""
+    for name, value in (
+        ("in_channels", in_channels),
+        ("sample_size", sample_size),
+        ("num_classes", num_classes),
+        ("layers_per_block", layers_per_block),
+        ("norm_num_groups", norm_num_groups),
+    ):
         _check_positive_int(name, value)
     levels = len(block_out_channels)
     if levels < 1 or sample_size % 2 ** (levels - 1):
-        raise ValueError(f"block_out_channels must have 1 to log2(sample_size) + 1 levels so that sample_size "
-                         f"({sample_size}) halves evenly, got {block_out_channels}")
+        raise ValueError(
+            f"block_out_channels must have 1 to log2(sample_size) + 1 levels so that sample_size "
+            f"({sample_size}) halves evenly, got {block_out_channels}"
+        )
     if any(c % norm_num_groups for c in block_out_channels):
-        raise ValueError(f"block_out_channels must be multiples of norm_num_groups ({norm_num_groups}), got "
-                         f"{block_out_channels}")
+        raise ValueError(
+            f"block_out_channels must be multiples of norm_num_groups ({norm_num_groups}), got {block_out_channels}"
+        )
     return UNet2DModel(
         sample_size=sample_size,
         in_channels=in_channels,
@@ -56,7 +71,7 @@ def class_conditional_unet(*, in_channels: int = 1, sample_size: int = 8, num_cl
 
 
 class TimestepMLP(ModelMixin, ConfigMixin):
-    """An MLP eps/v/x0 network for 2-D points with a sinusoidal timestep embedding (Vaswani et al. 2017; Ho et al. 2020, App. B)."""
+    """An MLP eps/v/x0 network for 2-D points, sinusoidal time embedding (Vaswani et al. 2017; Ho et al. 2020)."""
 
     @register_to_config
     def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, num_class_embeds: int | None = None) -> None:
@@ -79,8 +94,10 @@ class TimestepMLP(ModelMixin, ConfigMixin):
         emb = self.time_embedding(self.time_proj(t).to(x.dtype))  # (B, hidden)
         if self.class_embedding is not None:
             if class_labels is None:
-                raise ValueError("class_labels must be given to a class-conditional TimestepMLP (use the null label "
-                                 f"{self.config.num_class_embeds - 1} for no class)")
+                raise ValueError(
+                    "class_labels must be given to a class-conditional TimestepMLP (use the null label "
+                    f"{self.config.num_class_embeds - 1} for no class)"
+                )
             emb = emb + self.class_embedding(class_labels)
         elif class_labels is not None:
             raise ValueError("class_labels were given to an unconditional TimestepMLP (num_class_embeds=None)")
@@ -94,20 +111,26 @@ class DigitsClassifier(ModelMixin, ConfigMixin):
     """Two conv stages, 2x2 average pool, a 64-d penultimate layer, logits (cf. LeCun et al. 1998)."""
 
     @register_to_config
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32, feature_dim: int = 64,
-                 dropout: float = 0.2) -> None:
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 10, width: int = 32, feature_dim: int = 64, dropout: float = 0.2
+    ) -> None:
         """A CNN for (B, in_channels, H, W) images in [-1, 1] with H, W >= 4."""
         super().__init__()
         w = width
         self.body = torch.nn.Sequential(
-            torch.nn.Conv2d(in_channels, w, 3, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(w, w, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(in_channels, w, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(w, w, 3, padding=1),
+            torch.nn.ReLU(),
             torch.nn.MaxPool2d(2),  # (B, w, H/2, W/2)
-            torch.nn.Conv2d(w, 2 * w, 3, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(2 * w, 2 * w, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(w, 2 * w, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(2 * w, 2 * w, 3, padding=1),
+            torch.nn.ReLU(),
             torch.nn.AdaptiveAvgPool2d(2),  # (B, 2w, 2, 2) for any input size
             torch.nn.Flatten(),  # (B, 8w)
-            torch.nn.Linear(8 * w, feature_dim), torch.nn.ReLU(),
+            torch.nn.Linear(8 * w, feature_dim),
+            torch.nn.ReLU(),
         )
         self.head = torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(feature_dim, num_classes))
 

@@ -10,6 +10,7 @@ cost stops buying much: :func:`knee_index` takes the point farthest below the ch
 cheapest to the dearest point after scaling both axes to [0, 1], the geometric rule behind
 Kneedle (Satopää et al. 2011).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -36,9 +37,15 @@ def synchronize(device: str | torch.device | None) -> None:
         torch.mps.synchronize()
 
 
-def seconds_per_image(generate: Callable[[], object], n_images: int, *, warmup: int = 1, repeats: int = 3,
-                      device: str | torch.device | None = None) -> float:
-    """Median wall time of generate() over `repeats` runs after `warmup` untimed ones, divided by n_images; synchronised."""
+def seconds_per_image(
+    generate: Callable[[], object],
+    n_images: int,
+    *,
+    warmup: int = 1,
+    repeats: int = 3,
+    device: str | torch.device | None = None,
+) -> float:
+    """Median wall time of generate() over `repeats` runs after `warmup` untimed ones, per image; synchronised."""
     _check_int("n_images", n_images, 1)
     _check_int("warmup", warmup, 0)
     _check_int("repeats", repeats, 1)
@@ -55,11 +62,13 @@ def seconds_per_image(generate: Callable[[], object], n_images: int, *, warmup: 
 
 
 def knee_index(cost: Sequence[float] | torch.Tensor, quality: Sequence[float] | torch.Tensor) -> int:
-    """Index of the point farthest below the chord of quality (lower is better) against cost, axes scaled to [0, 1] (Satopää et al. 2011)."""
+    """Index of the point farthest below the chord of quality (lower is better) against cost (Satopaa et al. 2011)."""
     c = torch.as_tensor(cost, dtype=torch.float64).reshape(-1)
     q = torch.as_tensor(quality, dtype=torch.float64).reshape(-1)
     if c.shape != q.shape or len(c) < 3:
-        raise ValueError(f"cost and quality must be sequences of the same length >= 3, got lengths {len(c)} and {len(q)}")
+        raise ValueError(
+            f"cost and quality must be sequences of the same length >= 3, got lengths {len(c)} and {len(q)}"
+        )
     if not bool(torch.isfinite(c).all() and torch.isfinite(q).all()):
         raise ValueError("cost and quality must be finite numbers")
     order = torch.argsort(c, stable=True)
