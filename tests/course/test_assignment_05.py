@@ -6,8 +6,9 @@ every graded cell must pass. Then the mistakes a teaching assistant sees most re
 cell each; the cells that compute from it are re-run, then the graded cells, and the test checks
 which graded cells fail (so how many points are lost) and that the feedback names the mistake.
 The generic pipeline (release in sync, full marks and zero through nbgrader itself, feedback pages)
-is tests/test_nbgrader.py.
+is tests/course/test_nbgrader.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 
 import nbformat
 import pytest
-
 from support import ROOT
 
 NOTEBOOK = ROOT / "solutions" / "05_guidance" / "guidance.ipynb"
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 @dataclass(frozen=True)
 class Variant:
-    """A wrong solution cell, what to re-run after it, and the graded cells it must fail (with a phrase of the feedback)."""
+    """A wrong solution cell, what to re-run after it, the graded cells it must fail (and a phrase of the feedback)."""
 
     cell: str
     source: str
@@ -34,16 +34,16 @@ class Variant:
     rerun: tuple[str, ...] = ()
 
 
-_CFG_W = '''
-def cfg(uncond, cond, scale):
-    if scale < 0:
-        raise ValueError(f"scale must be >= 0, got {scale}")
+_CFG_W = """
+def cfg(uncond, cond, guidance_scale):
+    if guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
     if uncond.shape != cond.shape:
         raise ValueError("uncond and cond must have the same shape")
-    return cond + scale * (cond - uncond)  # the paper's w used as the scale: every scale shifted by one
-'''
+    return cond + guidance_scale * (cond - uncond)  # the paper's w used as the scale: every scale shifted by one
+"""
 
-_RESCALE_BATCH_STD = '''
+_RESCALE_BATCH_STD = """
 def rescale_cfg(guided, cond, phi=0.7):
     if not 0 <= phi <= 1:
         raise ValueError(f"phi must be in [0, 1], got {phi}")
@@ -51,9 +51,9 @@ def rescale_cfg(guided, cond, phi=0.7):
         raise ValueError("guided and cond must have the same shape")
     rescaled = guided * (cond.std() / guided.std())  # one std over the whole batch
     return phi * rescaled + (1 - phi) * guided
-'''
+"""
 
-_THRESHOLD = '''
+_THRESHOLD = """
 def dynamic_threshold(x0, percentile=0.995, max_value=1.0):
     if not 0 < percentile <= 1:
         raise ValueError(f"percentile must be in (0, 1], got {percentile}")
@@ -62,50 +62,61 @@ def dynamic_threshold(x0, percentile=0.995, max_value=1.0):
     flat = x0.reshape(x0.shape[0], -1)
     s = {s}
     return (flat.clamp(-s, s) / s).reshape(x0.shape)
-'''
+"""
 
-_GUIDED_WRONG_ORDER = '''
+_GUIDED_WRONG_ORDER = """
 class GuidedDenoiser:
-    def __init__(self, denoiser, scale, null_label, rescale=0.0, threshold=None, max_value=1.0):
-        self.denoiser, self.scale, self.null_label = denoiser, scale, null_label
+    def __init__(self, denoiser, guidance_scale, null_label, rescale=0.0, threshold=None, max_value=1.0):
+        self.denoiser, self.guidance_scale, self.null_label = denoiser, guidance_scale, null_label
         self.rescale, self.threshold, self.max_value = rescale, threshold, max_value
 
     @torch.no_grad()
     def __call__(self, x, sigma, class_labels):
         uncond = self.denoiser(x, sigma, class_labels=torch.full_like(class_labels, self.null_label))
         cond = self.denoiser(x, sigma, class_labels=class_labels)
-        guided = cfg(uncond, cond, self.scale)
+        guided = cfg(uncond, cond, self.guidance_scale)
         if self.threshold is not None:  # thresholding first, then rescale: the wrong order
             guided = dynamic_threshold(guided, self.threshold, self.max_value)
         if self.rescale > 0:
             guided = rescale_cfg(guided, cond, self.rescale)
         return guided
-'''
+"""
 
-_RULE_ARGMIN = '''
+_RULE_ARGMIN = """
 def choose_scale(rows, min_accuracy=0.95, fid_slack=0.1):
     eligible = [row for row in rows if row["accuracy"] >= min_accuracy]
     if not eligible:
         raise ValueError("no row reaches the accuracy")
     return float(min(eligible, key=lambda row: row["fid"])["scale"])  # the lowest FID, no slack
-'''
+"""
 
 # The CFG mistake is last: it changes SWEEP (the sweep runs the learner's guidance), which the others keep.
 VARIANTS = {
-    "rescale with one std over the batch": Variant("rescale", _RESCALE_BATCH_STD, {"test_rescale": "std is per sample"}),
+    "rescale with one std over the batch": Variant(
+        "rescale", _RESCALE_BATCH_STD, {"test_rescale": "std is per sample"}
+    ),
     "thresholding without s >= 1": Variant(
-        "threshold", _THRESHOLD.replace("{s}", "torch.quantile(flat.abs(), percentile, dim=1).clamp(max=max_value)[:, None]"),
-        {"test_threshold": "at least 1"}),
+        "threshold",
+        _THRESHOLD.replace("{s}", "torch.quantile(flat.abs(), percentile, dim=1).clamp(max=max_value)[:, None]"),
+        {"test_threshold": "at least 1"},
+    ),
     "thresholding with one s for the batch": Variant(
-        "threshold", _THRESHOLD.replace("{s}", "torch.quantile(flat.abs().flatten(), percentile).clamp(1.0, max_value)"),
-        {"test_threshold": "computed per sample"}),
+        "threshold",
+        _THRESHOLD.replace("{s}", "torch.quantile(flat.abs().flatten(), percentile).clamp(1.0, max_value)"),
+        {"test_threshold": "computed per sample"},
+    ),
     "guided denoiser thresholding before rescaling": Variant(
-        "guided", _GUIDED_WRONG_ORDER, {"test_guided": "rescale=0.5, threshold=0.95"}),
+        "guided", _GUIDED_WRONG_ORDER, {"test_guided": "rescale=0.5, threshold=0.95"}
+    ),
     "choosing the lowest FID without the slack": Variant(
-        "rule", _RULE_ARGMIN, {"test_rule": "within 10 % of the best FID"}, rerun=("choose",)),
+        "rule", _RULE_ARGMIN, {"test_rule": "within 10 % of the best FID"}, rerun=("choose",)
+    ),
     "CFG with the paper's w as the scale": Variant(
-        "cfg", _CFG_W, {"test_cfg": "paper's w", "test_sweep": "is scale 0 the unconditional model"},
-        rerun=("sweep", "choose")),
+        "cfg",
+        _CFG_W,
+        {"test_cfg": "paper's w", "test_sweep": "is scale 0 the unconditional model"},
+        rerun=("sweep", "choose"),
+    ),
 }
 
 
@@ -127,8 +138,12 @@ def graded_runs(tmp_path_factory):
     cells = {grade_id(c): c for c in nb.cells if grade_id(c)}
     graded = [grade_id(c) for c in nb.cells if is_graded(c)]
     workdir = tmp_path_factory.mktemp("assignment_05")
-    client = NotebookClient(nb, kernel_name=os.environ.get("DIFFUSION_INTERNALS_KERNEL", "diffusion-internals-grading"),
-                            timeout=300, resources={"metadata": {"path": str(workdir)}})
+    client = NotebookClient(
+        nb,
+        kernel_name=os.environ.get("DIFFUSION_INTERNALS_KERNEL", "diffusion-internals-grading"),
+        timeout=300,
+        resources={"metadata": {"path": str(workdir)}},
+    )
     saved = os.environ.get("DIFFUSION_INTERNALS_QUICK")
     os.environ["DIFFUSION_INTERNALS_QUICK"] = "1"  # the kernel inherits it: the notebook's tiny settings
 
@@ -193,7 +208,8 @@ def test_a_wrong_implementation_loses_exactly_the_points_of_its_cells(graded_run
     expected = set(VARIANTS[variant].fails)
     assert failing == expected, (
         f"{variant}: expected to fail {sorted(expected)} ({sum(points[n] for n in expected)} points), "
-        f"failed {sorted(failing)}: {results[variant]}")
+        f"failed {sorted(failing)}: {results[variant]}"
+    )
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
