@@ -1,7 +1,7 @@
 # Diffusion Internals: one entry point for learners, instructors and CI.
 #   make book   set up .venv (first time only) and build the executed site into _build/html
 #   make test   set up .venv (first time only), lint, and run the whole test suite (book build included)
-#   make test-fast  the inner loop: lint, the package's tests and everything not marked slow
+#   make test-fast  the inner loop: lint and every test not marked slow (all of the core's)
 # Instructors: make release | autograde | grades | feedback   (see README.md)
 
 PYTHON      ?= python3
@@ -22,7 +22,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: help setup book book-strict notebooks linkcheck lint format test test-fast bench bench-course models release autograde grades feedback serve clean clean-grading
 
 help:
-	@sed -n '1,7p' Makefile
+	@sed -n '1,5p' Makefile
 
 # The environment: rebuilt only when pyproject.toml or the pinned versions change.
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -69,7 +69,8 @@ format: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Under 3 minutes on 2 cores: every test of the package (tests/package) and the course's tests not marked slow.
+# Under 3 minutes on 2 cores: every test not marked slow, in tests/package (all of the core's; sd has two slow
+# ones) and tests/course.
 test-fast: lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 

@@ -5,10 +5,10 @@ The core (this folder), torch and numpy only; each module holds one piece of the
 - `schedules`: beta schedules, alphas_cumprod, SNR, timestep and sigma grids (chapter 1).
 - `forward`: the forward process q(x_t | x_0), one Markov step, the posterior (chapter 1).
 - `reverse`: one DDPM or DDIM reverse step in timestep indices (chapters 2-3).
-- `parameterization`: what a network predicts (eps, x0, v), conversions between them and the score (chapters 1-2).
+- `parameterization`: what a network predicts (eps, x0, v), the conversions and the training target (chapters 2, 4).
 - `denoisers`: the denoiser abstraction D(x, sigma) -> x0_hat, network wrappers, exact Gaussian denoisers (chapter 4).
 - `samplers`: DDPM, DDIM, Euler, Heun, DPM2, LMS, DPM-Solver++, UniPC, CFG++ as plain functions (chapters 3-4).
-- `sampling`: one front door, `sample(...)`, and the sampler names of UI menus (chapter 4).
+- `sampling`: the front door, `sample(...)` and its grid `sigmas_for(...)`, and the UI menus' sampler names (chapter 4).
 - `guidance`: classifier-free guidance and its fixes as denoiser wrappers (chapter 5).
 - `diffusers_compat`: a UI sampler name as a diffusers scheduler; a diffusers scheduler's sigma grid.
 - `utils`: the shape contract (`broadcast_like`) and per-sample reproducible noise.

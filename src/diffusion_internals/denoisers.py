@@ -86,6 +86,23 @@ def unwrap_output(output: Any) -> torch.Tensor:
     )
 
 
+def _check_weights(model: Any, dtype: torch.dtype, device: torch.device) -> None:
+    """A clear error, before torch's, when an nn.Module's weights are not in the dtype or on the device it is fed."""
+    if not isinstance(model, torch.nn.Module):
+        return  # a plain function declares nothing: it is fed dtype (or x's) on x's device, as every network
+    weight = next((p for p in model.parameters() if p.dtype.is_floating_point), None)
+    if weight is not None and weight.dtype != dtype:
+        raise ValueError(
+            f"the network's weights are {weight.dtype} but it would be fed {dtype}: pass "
+            f"DiscreteDenoiser(..., dtype={weight.dtype}) (the sampler's state x may stay in another dtype)"
+        )
+    if weight is not None and weight.device != device:
+        raise ValueError(
+            f"the network's weights are on {weight.device} but x is on {device}: sample on the network's device "
+            f"(sampling.sample(..., device={str(weight.device)!r})) or move the network"
+        )
+
+
 class DiscreteDenoiser:
     """A discrete-time VP network as a denoiser, c_in = 1/sqrt(1 + sigma^2) (Karras et al. 2022, Table 1)."""
 
@@ -99,6 +116,8 @@ class DiscreteDenoiser:
         dtype: torch.dtype | None = None,
     ) -> None:
         """Wrap model(x_in, t, **cond) trained on alphas_cumprod, fed dtype or x's (Ho 2020; Salimans & Ho 2022)."""
+        if not callable(model):
+            raise TypeError(f"model must be callable as model(x_t, t, **cond), got {type(model).__name__}")
         self.prediction_type = check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         if not isinstance(quantize, bool):
             raise ValueError(f"quantize must be True or False, got {quantize!r}")
@@ -168,6 +187,7 @@ class DiscreteDenoiser:
         # The VP view of the same point: alpha_bar = 1 / (1 + sigma^2) and x_t = c_in x = sqrt(alpha_bar) x.
         c_in = (1 + s**2).rsqrt()  # float64, (B or 1, 1, ..., 1)
         x_t = x * c_in.to(x.dtype)  # (B, ...)
+        _check_weights(self.model, dtype, x.device)
         output = unwrap_output(self.model(x_t.to(dtype), t, **cond))
         if output.shape != x.shape:
             raise ValueError(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from diffusion_internals.utils import broadcast_like
-from diffusion_internals.validation import check_real
+from diffusion_internals.validation import check_choice, check_real
 
 __all__ = [
     "cfg",
@@ -33,6 +33,7 @@ __all__ = [
     "APG",
     "apg_delta",
     "guidance_scale_schedule",
+    "check_guidance_scale",
     "CFGDenoiser",
 ]
 
@@ -41,8 +42,11 @@ GuidanceScale = float | Callable[[torch.Tensor], torch.Tensor]
 _ALLOWED_SCALE = "value >= 0 (1 = no guidance, 0 = unconditional)"
 
 
-def _check_guidance_scale(guidance_scale: object, allowed: str = _ALLOWED_SCALE) -> float:
-    return check_real("guidance_scale", guidance_scale, lambda v: v >= 0, allowed)
+def check_guidance_scale(
+    guidance_scale: object, *, name: str = "guidance_scale", allowed: str = _ALLOWED_SCALE
+) -> float:
+    """guidance_scale as a float if it is a finite number >= 0: 1 + w of Ho & Salimans 2022, eq. 6 (diffusers')."""
+    return check_real(name, guidance_scale, lambda v: v >= 0, allowed)
 
 
 def _per_sample_dims(x: torch.Tensor) -> list[int]:
@@ -59,7 +63,7 @@ def cfg(uncond: torch.Tensor, cond: torch.Tensor, guidance_scale: float | torch.
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale.min().item()}")
         guidance_scale = broadcast_like(guidance_scale, cond, name="guidance_scale").to(cond.dtype)
     else:
-        guidance_scale = _check_guidance_scale(guidance_scale)
+        guidance_scale = check_guidance_scale(guidance_scale)
     if uncond.shape != cond.shape:
         raise ValueError(f"uncond and cond must have the same shape, got {tuple(uncond.shape)} and {tuple(cond.shape)}")
     return torch.lerp(uncond, cond, guidance_scale)  # exact at 0 (uncond) and 1 (cond)
@@ -150,10 +154,9 @@ def guidance_scale_schedule(
     guidance_scale: float, *, kind: str = "constant", sigma_min: float, sigma_max: float, increasing: bool = False
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A guidance_scale varying with sigma: constant, or a linear or cosine ramp in log sigma from 1 to its value."""
-    guidance_scale = _check_guidance_scale(guidance_scale)
+    guidance_scale = check_guidance_scale(guidance_scale)
     kinds = ("constant", "linear", "cosine")
-    if kind not in kinds:
-        raise ValueError(f"kind must be one of {list(kinds)}, got {kind!r}")
+    check_choice("kind", kind, kinds)
     if not 0 < sigma_min < sigma_max:
         raise ValueError(
             f"sigma_min and sigma_max must satisfy 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}"
@@ -193,7 +196,7 @@ class CFGDenoiser:
         apg: APG | None = None,
     ) -> None:
         if not callable(guidance_scale):
-            _check_guidance_scale(guidance_scale, _ALLOWED_SCALE + ", or a function of sigma")
+            check_guidance_scale(guidance_scale, allowed=_ALLOWED_SCALE + ", or a function of sigma")
         if not isinstance(uncond, dict) or not uncond:
             raise ValueError(
                 "uncond must be a non-empty dict of the conditioning arguments of the unconditional pass, "
@@ -236,8 +239,9 @@ class CFGDenoiser:
         self._running, self._last_sigma = None, math.inf
 
     def _guidance_scale_at(self, sigma: torch.Tensor) -> torch.Tensor:
-        scale = self.guidance_scale
-        return (scale(sigma) if callable(scale) else torch.full_like(sigma, float(scale))).to(torch.float64)
+        """guidance_scale at each sample's sigma, (B,) float64; a function of sigma may return a number or (B,)."""
+        scale = self.guidance_scale(sigma) if callable(self.guidance_scale) else float(self.guidance_scale)
+        return torch.as_tensor(scale, dtype=torch.float64, device=sigma.device).expand(sigma.shape)  # (B,)
 
     def _both(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(uncond, cond) predictions from one batched call of the wrapped denoiser."""

@@ -28,7 +28,7 @@ import torch
 
 from diffusion_internals.forward import posterior, schedule_at
 from diffusion_internals.parameterization import x0_from_eps
-from diffusion_internals.validation import check_int, check_like, check_real
+from diffusion_internals.validation import check_like, check_real, check_timestep
 
 __all__ = ["ddpm_step", "ddim_step"]
 
@@ -44,8 +44,7 @@ def _alpha_bars(
     """(alpha_bar_t in interval, alpha_bar_{t_prev}) as float64 (B or 1, 1, ..., 1); t_prev = -1 is the clean data."""
     a = schedule_at(alphas_cumprod, t, x_t, interval=interval)
     t_prev = t - 1 if t_prev is None else t_prev
-    if not isinstance(t_prev, torch.Tensor):
-        check_int("t_prev", t_prev, minimum=-1)  # -1 = the clean data
+    check_timestep(t_prev, len(alphas_cumprod), x_t, of="alphas_cumprod", name="t_prev", first=-1)  # -1: clean data
     if not bool((torch.as_tensor(t_prev) < torch.as_tensor(t)).all()):
         raise ValueError(
             f"t_prev must be earlier than t (t_prev < t), got t={torch.as_tensor(t).tolist()} and "

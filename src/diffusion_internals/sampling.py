@@ -138,9 +138,13 @@ def sigmas_for(
             f"training schedule to take them from; got sigma_min={sigma_min!r}, "
             f"sigma_max={sigma_max!r}"
         )
+    # A 0-d tensor becomes a python float; anything else goes to the schedule's own check, which names it.
+    sigma_min, sigma_max = (
+        float(s) if isinstance(s, torch.Tensor) and s.ndim == 0 else s for s in (sigma_min, sigma_max)
+    )
     if schedule == "karras":
-        return schedules.sigmas_karras(steps, float(sigma_min), float(sigma_max), rho=rho)
-    return schedules.sigmas_exponential(steps, float(sigma_min), float(sigma_max))
+        return schedules.sigmas_karras(steps, sigma_min, sigma_max, rho=rho)
+    return schedules.sigmas_exponential(steps, sigma_min, sigma_max)
 
 
 def sample(
@@ -166,6 +170,8 @@ def sample(
     check_choice("sampler", sampler, SAMPLERS)
     if init_noise not in (None, *INIT_NOISE):
         raise ValueError(f"init_noise must be None (automatic) or one of {list(INIT_NOISE)}, got {init_noise!r}")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch.dtype (the dtype of x), got {dtype!r}")
     if isinstance(shape, torch.Size) or (isinstance(shape, Sequence) and not isinstance(shape, str)):
         shape = tuple(shape)
     if (

@@ -54,6 +54,11 @@ def randn_like(x: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         return torch.randn_like(x)
     if isinstance(generator, torch.Generator):
         return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+    if not isinstance(generator, Sequence) or not all(isinstance(g, torch.Generator) for g in generator):
+        raise TypeError(
+            f"generator must be None, one torch.Generator or a list of one per sample (B = {x.shape[0]}), "
+            f"got {type(generator).__name__}"
+        )
     generators = list(generator)
     if len(generators) != x.shape[0]:
         raise ValueError(

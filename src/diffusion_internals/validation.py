@@ -31,6 +31,7 @@ __all__ = [
     "check_decreasing",
     "check_sigmas",
     "check_like",
+    "check_batch",
     "check_level",
     "check_timestep",
 ]
@@ -122,6 +123,14 @@ def check_like(name: str, value: object, x: torch.Tensor, *, x_name: str = "x") 
     return value
 
 
+def check_batch(name: str, x: object) -> torch.Tensor:
+    """x as given, after checking it is a floating-point tensor with a batch dimension, (B, ...)."""
+    if not isinstance(x, torch.Tensor) or x.ndim == 0 or not x.dtype.is_floating_point:
+        got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a floating-point tensor of shape (B, ...), got {got}")
+    return x
+
+
 def check_level(name: str, value: object, x: torch.Tensor, interval: str) -> torch.Tensor:
     """A noise level (scalar or (B,)) as float64 (B or 1, 1, ..., 1) for x if it lies in interval, e.g. "(0, 1]"."""
     level = broadcast_like(value, x, name=name)
@@ -141,27 +150,29 @@ def _ends(interval: str) -> tuple[float, float, bool, bool]:
     return low, high, interval[0] == "[", interval[-1] == "]"
 
 
-def check_timestep(t: object, num_steps: int, x: torch.Tensor, *, of: str) -> int | torch.Tensor:
-    """t as an int or an integer tensor of shape () or (B,) for x, with every value in [0, num_steps - 1]."""
+def check_timestep(
+    t: object, num_steps: int, x: torch.Tensor, *, of: str, name: str = "t", first: int = 0
+) -> int | torch.Tensor:
+    """t as an int or an integer tensor of shape () or (B,) for x, with every value in [first, num_steps - 1]."""
     if isinstance(t, torch.Tensor):
         if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool or t.ndim > 1:
             raise ValueError(
-                f"t must be an int or an integer tensor of shape () or (B,), got dtype {t.dtype} "
+                f"{name} must be an int or an integer tensor of shape () or (B,), got dtype {t.dtype} "
                 f"and shape {tuple(t.shape)}"
             )
         if t.ndim == 1 and t.shape[0] != x.shape[0]:
             raise ValueError(
-                f"t must be an int or have shape (B,) = ({x.shape[0]},) to match x of shape "
+                f"{name} must be an int or have shape (B,) = ({x.shape[0]},) to match x of shape "
                 f"{tuple(x.shape)}; got shape {tuple(t.shape)}"
             )
         values = t.reshape(-1).tolist()
     elif isinstance(t, Integral) and not isinstance(t, bool):
         values = [t]
     else:
-        raise ValueError(f"t must be an int or an integer tensor of shape () or (B,), got {type(t).__name__}")
-    if not all(0 <= v < num_steps for v in values):
+        raise ValueError(f"{name} must be an int or an integer tensor of shape () or (B,), got {type(t).__name__}")
+    if not all(first <= v < num_steps for v in values):
         got = t.tolist() if isinstance(t, torch.Tensor) else t
-        raise ValueError(f"t must lie in [0, {num_steps - 1}] for {of} of length {num_steps}, got {got}")
+        raise ValueError(f"{name} must lie in [{first}, {num_steps - 1}] for {of} of length {num_steps}, got {got}")
     return t
 
 

@@ -82,7 +82,49 @@ def test_score_names_the_bad_argument():
         evaluation.score(images, labels[:-1], "digits")
     with pytest.raises(ValueError, match="labels must be an integer tensor"):
         evaluation.score(images, labels.double(), "digits")
-    with pytest.raises(ValueError, match="samples must be a tensor"):
+    with pytest.raises(ValueError, match="samples must be a floating-point tensor"):
         evaluation.score(images[:1], labels[:1], "digits")
-    with pytest.raises(ValueError, match="samples must be a tensor"):
+    with pytest.raises(ValueError, match="samples must be a floating-point tensor"):
         evaluation.score(images[:, 0], labels, "digits")
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        # The classifier of the other data set would fail deep inside a convolution, or score another image size.
+        (
+            lambda x, y: (x.expand(-1, 3, -1, -1), y),
+            r"samples must be a floating-point tensor \(N, 1, 8, 8\).*\(200, 3, 8, 8\)",
+        ),
+        (
+            lambda x, y: (x.repeat(1, 1, 2, 2), y),
+            r"samples must be a floating-point tensor \(N, 1, 8, 8\).*\(200, 1, 16, 16\)",
+        ),
+        (lambda x, y: ((x * 100).long(), y), r"samples must be a floating-point tensor .* dtype torch.int64"),
+        (lambda x, y: (x.masked_fill(x > 0.9, float("nan")), y), "samples must not contain NaN"),
+        # A label no class has would count as a miss without a word.
+        (lambda x, y: (x, y.masked_fill(y == 3, 10)), r"labels must be an integer tensor .* values in \[0, 9\]"),
+        (lambda x, y: (x, y - 1), r"labels must be an integer tensor .* values in \[0, 9\]"),
+        (lambda x, y: (x, y > 4), r"labels must be an integer tensor .* values in \[0, 9\]"),
+    ],
+)
+def test_score_refuses_samples_and_labels_it_cannot_judge(change, match):
+    images, labels = perturbed("digits")
+    with pytest.raises(ValueError, match=match):
+        evaluation.score(*change(images, labels), "digits")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_score_judges_samples_of_any_float_dtype_as_the_classifier_sees_them(dtype):
+    # Oracle: the classifier run by hand on the samples cast to its float32, as in the first test.
+    images, labels = perturbed("digits", seed=2)
+    images = images.to(dtype)
+    classifier, test = load_classifier("digits"), load_dataset("digits", split="test")
+    clipped = images.float().clamp(-1, 1)
+    with torch.no_grad():
+        features = classifier.features(clipped).double().numpy()
+        reference = classifier.features(test.images).double().numpy()
+        predicted = classifier(clipped).argmax(1).numpy()
+    got = evaluation.score(images, labels, "digits")
+    assert got["fid"] == pytest.approx(numpy_fid(features, reference), rel=1e-4)
+    assert got["accuracy"] == pytest.approx(np.mean(predicted == labels.numpy()), abs=1e-12)

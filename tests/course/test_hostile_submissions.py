@@ -1,6 +1,6 @@
 """Grading that loses nothing and crashes on nothing: `make autograde` on broken and hostile submissions.
 
-One class of submissions for assignment 01 (tests/hostile.py) is graded in a temporary copy of the
+One class of submissions for assignment 01 (tests/course/hostile.py) is graded in a temporary copy of the
 course with scripts/autograde.py, the body of `make autograde`: every case must get its expected
 score, the other students must be unaffected, nothing may be lost, a second run must change
 nothing, and the feedback (or the grading report, for files nbgrader cannot read) must say what

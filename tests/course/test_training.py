@@ -1,8 +1,7 @@
-"""The training loss, the loss per timestep, the trainer's custom schedules and callbacks, the DDPM and DDIM steps.
+"""The training loss, the loss per timestep, the trainer's custom schedules and callbacks.
 
-Oracles: diffusers' DDPMScheduler (add_noise, get_velocity, step with fixed_small variance) and DDIMScheduler, the
-closed form of Ho et al. (2020, eq. 11), and the minimum mean squared error of eps-prediction for
-Gaussian data, which a network cannot beat: for x0 ~ N(0, s^2 I) the best eps-predictor is linear,
+Oracles: diffusers' DDPMScheduler (add_noise, get_velocity) and the minimum mean squared error of
+eps-prediction for Gaussian data, which a network cannot beat: for x0 ~ N(0, s^2 I) the best eps-predictor is linear,
 E[eps | x_t] = sqrt(1 - abar) x_t / (abar s^2 + 1 - abar), and its error per dimension is
 abar s^2 / (abar s^2 + 1 - abar).
 """
@@ -11,13 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDPMScheduler
 
 from diffusion_internals import schedules
 from diffusion_internals.course.checkpoints import alphas_cumprod_for, ddim_scheduler
 from diffusion_internals.course.models import class_conditional_unet
 from diffusion_internals.course.training import diffusion_loss, loss_by_timestep, train
-from diffusion_internals.reverse import ddim_step, ddpm_step
 
 T = 1000
 
@@ -61,6 +59,12 @@ def test_diffusion_loss_names_bad_arguments():
         diffusion_loss(Recorder(), x0, 5, x0, abar)
     with pytest.raises(ValueError, match="prediction_type must be one of"):
         diffusion_loss(Recorder(), x0, torch.tensor([1, 2]), x0, abar, prediction_type="eps")
+    # An output of another shape used to broadcast against the target: a loss, silently of the wrong thing.
+    images = torch.zeros(2, 3, 4, 4)
+    with pytest.raises(
+        ValueError, match=r"^model output must be a tensor of the same shape as x0, \(2, 3, 4, 4\); got \(2, 1, 4, 4\)"
+    ):
+        diffusion_loss(lambda x_t, t: x_t[:, :1], images, torch.tensor([1, 2]), images, abar)
 
 
 class OptimalGaussianEps(torch.nn.Module):
@@ -124,38 +128,6 @@ def test_callback_runs_at_each_log_step_without_gradients_on_the_ema_model():
     assert record["history"]["callback"] == [{"step": 2}, {"step": 4}, {"step": 5}]
 
 
-@pytest.mark.parametrize("t", [999, 500, 1, 0])
-def test_ddpm_step_is_diffusers_ddpm_scheduler_step(t):
-    scheduler = DDPMScheduler(
-        num_train_timesteps=T, beta_schedule="linear", variance_type="fixed_small", clip_sample=False
-    )
-    scheduler.set_timesteps(T)
-    abar = schedules.alphas_cumprod(schedules.make_betas("linear", T))
-    x_t = torch.randn(3, 2, 5, generator=gen(0))
-    eps_hat = torch.randn(3, 2, 5, generator=gen(1))
-    expected = scheduler.step(eps_hat, t, x_t, generator=gen(2)).prev_sample
-    noise = torch.randn(3, 2, 5, generator=gen(2))  # the draw diffusers makes from the same generator
-    # diffusers works in float32, where 1 - alpha_bar_t loses digits near t = 0: an absolute error of
-    # about float32 epsilon / (1 - alpha_bar_t) is its round-off, not a difference of method.
-    atol = max(1e-6, 1e-7 / float(1 - abar[t]))
-    torch.testing.assert_close(ddpm_step(x_t, t, eps_hat, abar, noise), expected, rtol=1e-5, atol=atol)
-
-
-def test_ddpm_step_is_ho_et_al_eq_11_with_per_sample_timesteps():
-    betas = schedules.make_betas("cosine", T)
-    abar = schedules.alphas_cumprod(betas)
-    t = torch.tensor([0, 3, 400, 999])
-    x_t, eps_hat, z = (torch.randn(4, 6, generator=gen(i), dtype=torch.float64) for i in range(3))
-    a, ab, b = (1 - betas[t])[:, None], abar[t][:, None], betas[t][:, None]
-    ab_prev = torch.where(t > 0, abar[(t - 1).clamp_min(0)], torch.ones(4, dtype=torch.float64))[:, None]
-    expected = (x_t - b / (1 - ab).sqrt() * eps_hat) / a.sqrt() + ((1 - ab_prev) / (1 - ab) * b).sqrt() * z
-    torch.testing.assert_close(ddpm_step(x_t, t, eps_hat, abar, z), expected, rtol=1e-10, atol=1e-12)
-    with pytest.raises(ValueError, match="noise must be a tensor of the same shape"):
-        ddpm_step(x_t, t, eps_hat, abar, z[:2])
-    with pytest.raises(ValueError, match="t must lie in"):
-        ddpm_step(x_t, 1000, eps_hat, abar, z)
-
-
 def test_training_on_an_explicit_device_draws_the_same_batches():
     def tiny():
         torch.manual_seed(0)
@@ -177,63 +149,3 @@ def test_training_on_cuda_matches_the_cpu_losses():
     assert next(model.parameters()).is_cuda
     # The same draws; the first loss is the same up to kernel round-off, later ones drift a little.
     assert on_gpu["history"]["loss"][0] == pytest.approx(on_cpu["history"]["loss"][0], rel=1e-4)
-
-
-@pytest.mark.parametrize("spacing", ["leading", "trailing"])
-def test_ddpm_step_over_a_skipped_grid_is_diffusers_ddpm_scheduler(spacing):
-    scheduler = DDPMScheduler(
-        num_train_timesteps=T, beta_schedule="squaredcos_cap_v2", clip_sample=False, timestep_spacing=spacing
-    )
-    scheduler.set_timesteps(20)
-    timesteps = schedules.inference_timesteps(T, 20, spacing)
-    assert timesteps.tolist() == scheduler.timesteps.tolist()
-    abar = schedules.alphas_cumprod(schedules.make_betas("cosine", T))
-    x_t, eps_hat = torch.randn(2, 1, 4, 4, generator=gen(0)), torch.randn(2, 1, 4, 4, generator=gen(1))
-    for i in (1, 10, 19):  # leading's first step (i = 0, t = 950) and later ones; the last goes to t_prev = -1
-        t = int(timesteps[i])
-        t_prev = int(timesteps[i + 1]) if i + 1 < len(timesteps) else -1
-        expected = scheduler.step(eps_hat, t, x_t, generator=gen(2)).prev_sample
-        got = ddpm_step(x_t, t, eps_hat, abar, torch.randn(2, 1, 4, 4, generator=gen(2)), t_prev=t_prev)
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=max(1e-6, 1e-7 / float(1 - abar[t])))
-
-
-@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
-def test_ddim_step_is_diffusers_ddim_scheduler_step(eta):
-    scheduler = DDIMScheduler(num_train_timesteps=T, beta_schedule="linear", clip_sample=False)
-    scheduler.set_timesteps(50)  # leading: 980, 960, ..., 0; set_alpha_to_one: the last step goes to alpha_bar 1
-    abar = schedules.alphas_cumprod(schedules.make_betas("linear", T))
-    x_t, eps_hat, z = (torch.randn(3, 2, 5, generator=gen(i)) for i in range(3))
-    for t in (980, 500, 20, 0):
-        expected = scheduler.step(eps_hat, t, x_t, eta=eta, variance_noise=z).prev_sample
-        got = ddim_step(x_t, t, eps_hat, abar, t_prev=max(t - 20, -1), eta=eta, noise=z)  # diffusers: -20
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=max(1e-6, 1e-7 / float(1 - abar[t])))
-
-
-def test_ddim_at_eta_1_is_the_ddpm_step_and_at_eta_0_keeps_the_deterministic_path():
-    abar = schedules.alphas_cumprod(schedules.make_betas("cosine", T))
-    x_t, eps_hat, z = (torch.randn(4, 3, generator=gen(i), dtype=torch.float64) for i in range(3))
-    per_sample = (torch.tensor([999, 500, 10, 3]), torch.tensor([949, 250, -1, 2]))
-    for t, t_prev in ((999, 979), (500, 0), (10, -1), per_sample):
-        torch.testing.assert_close(
-            ddim_step(x_t, t, eps_hat, abar, t_prev=t_prev, eta=1.0, noise=z),
-            ddpm_step(x_t, t, eps_hat, abar, z, t_prev=t_prev),
-            rtol=1e-10,
-            atol=1e-12,
-        )
-    # eta = 0: if eps_hat is the true noise of x_t = q_sample(x0), the step lands exactly on q_sample(x0) at t_prev.
-    x0 = torch.randn(4, 3, generator=gen(5), dtype=torch.float64)
-    x_999 = abar[999].sqrt() * x0 + (1 - abar[999]).sqrt() * z
-    torch.testing.assert_close(
-        ddim_step(x_999, 999, z, abar, t_prev=400),
-        abar[400].sqrt() * x0 + (1 - abar[400]).sqrt() * z,
-        rtol=1e-9,
-        atol=1e-9,
-    )
-    with pytest.raises(ValueError, match=r"^eta must satisfy eta >= 0 \(0 = DDIM, 1 = DDPM's variance\), got -1.0"):
-        ddim_step(x_t, 5, eps_hat, abar, eta=-1.0)
-    with pytest.raises(ValueError, match="noise must be a tensor"):
-        ddim_step(x_t, 5, eps_hat, abar, eta=0.5)
-    with pytest.raises(ValueError, match="t_prev must be earlier than t"):
-        ddim_step(x_t, 5, eps_hat, abar, t_prev=7)
-    with pytest.raises(ValueError, match="eta=3.0 is too large"):
-        ddim_step(x_t, 999, eps_hat, abar, t_prev=10, eta=3.0, noise=z)

@@ -384,6 +384,13 @@ def test_the_network_is_fed_dtype_if_given_else_the_dtype_of_x(wrap: str, x_dtyp
     # x0_hat = x - sigma eps with eps = (x / sqrt(1 + sigma^2)) / 4, in float64 (Karras et al. 2022, Table 1)
     expected = x.double() - sigma * (x.double() / math.sqrt(1 + sigma**2)) / 4
     for dtype, fed, tol in ((torch.float16, torch.float16, 1e-2), (None, x_dtype, 1e-6)):
+        if wrap == "module" and dtype is None:  # a module declares its weights' dtype: feeding x's is an error
+            with pytest.raises(
+                ValueError, match=r"weights are torch.float16 but it would be fed .*dtype=torch.float16"
+            ):
+                DiscreteDenoiser(model, AC, dtype=dtype)(x, sigma)
+            assert net.fed == []
+            continue
         got = DiscreteDenoiser(model, AC, dtype=dtype)(x, sigma)
         assert net.fed == [fed], f"{wrap} with dtype={dtype}: the network was fed {net.fed}, expected [{fed}]"
         net.fed.clear()
@@ -436,3 +443,18 @@ def test_bad_input_raises_value_error(match: str, make: Callable[[], object]) ->
 def test_unexpected_conditioning_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="encoder_hidden_states"):
         GaussianDenoiser(0.0, 1.0)(torch.zeros(2, 3), 1.0, encoder_hidden_states=torch.zeros(2))
+
+
+def test_a_module_fed_another_dtype_gets_a_clear_error_naming_the_fix():
+
+    class HalfLinear(torch.nn.Linear):
+        def forward(self, x_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return super().forward(x_in)
+
+    half = HalfLinear(2, 2).half()  # weights float16, x float32: torch's own error would name mat1 and mat2
+    with pytest.raises(ValueError, match=r"weights are torch.float16 but it would be fed torch.float32: pass .*dtype="):
+        DiscreteDenoiser(half, AC)(torch.zeros(3, 2), 1.0)
+    out = DiscreteDenoiser(half, AC, dtype=torch.float16)(torch.zeros(3, 2), 1.0)  # the fix the message names
+    assert out.dtype == torch.float32 and out.shape == (3, 2)
+    with pytest.raises(TypeError, match="model must be callable"):
+        DiscreteDenoiser(None, AC)

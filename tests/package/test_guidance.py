@@ -168,6 +168,21 @@ def test_guidance_scale_is_one_keyword_everywhere(mixture):
     torch.testing.assert_close(guided(x, sigma, class_labels=labels), expected)
 
 
+@pytest.mark.parametrize("apg", [None, APG(eta=0.0)])
+def test_a_guidance_scale_function_may_return_a_number(mixture, apg):
+    # "A function of sigma": lambda sigma: 3.0 used to fail with 'float' object has no attribute 'to'.
+    x, labels, sigma = randn(3, 2, seed=20), torch.tensor([0, 1, 1]), torch.tensor([5.0, 1.0, 0.2], dtype=torch.float64)
+    as_function = CFGDenoiser(mixture, lambda sigma: 3.0, uncond={"class_labels": NULL}, apg=apg)
+    as_number = CFGDenoiser(mixture, 3.0, uncond={"class_labels": NULL}, apg=apg)
+    torch.testing.assert_close(as_function(x, sigma, class_labels=labels), as_number(x, sigma, class_labels=labels))
+    if apg is None:  # the oracle: uncond + 3 (cond - uncond) from the exact mixture (Ho & Salimans 2022, eq. 6)
+        d_u, d_c = mixture(x, sigma, class_labels=NULL.expand(3)), mixture(x, sigma, class_labels=labels)
+        torch.testing.assert_close(as_function(x, sigma, class_labels=labels), d_u + 3.0 * (d_c - d_u))
+    negative = CFGDenoiser(mixture, lambda sigma: -1.0, uncond={"class_labels": NULL})
+    with pytest.raises(ValueError, match="guidance_scale must be >= 0, got -1.0"):
+        negative(x, sigma, class_labels=labels)
+
+
 # ---------------------------------------------------------------------------- what guidance does to samples
 
 

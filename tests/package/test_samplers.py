@@ -404,6 +404,44 @@ def test_unknown_options_raise_and_list_the_known_ones():
         samplers.sample_euler(mixture((2,)), initial_noise((2, 2)), sigmas_karras(4, 0.02, SIGMA_MAX), eta=0.5)
 
 
+@pytest.mark.parametrize(("option", "value"), [("corrector", "no"), ("corrector", 0), ("lower_order_final", 1)])
+def test_bool_options_must_be_true_or_false(option, value):
+    # "no" is truthy: unchecked, UniPC would silently run its corrector.
+    with pytest.raises(ValueError, match=rf"^{option} must be one of \[True, False\], got {value!r}"):
+        samplers.sample_unipc(
+            mixture((2,)), initial_noise((2, 2)), sigmas_karras(4, 0.02, SIGMA_MAX), **{option: value}
+        )
+
+
+@pytest.mark.parametrize("name", samplers.__all__)
+@pytest.mark.parametrize(
+    "x", [[[1.0, 2.0]], torch.ones(2, 2, dtype=torch.int64), torch.tensor(1.0)], ids=["list", "int64", "0-d"]
+)
+def test_every_sampler_refuses_an_x_that_is_not_a_float_batch(name, x):
+    # The denoiser accepts anything: the sampler itself must name x, not fail inside torch (list has no new_full).
+    def anything(x, sigma, **cond):
+        raise AssertionError("the denoiser must not be called")
+
+    anything.guided_and_uncond = anything  # CFG++ asks for it
+    with pytest.raises(ValueError, match=r"^x must be a floating-point tensor of shape \(B, \.\.\.\), got"):
+        getattr(samplers, name)(anything, x, sigmas_karras(4, 0.02, SIGMA_MAX))
+
+
+@pytest.mark.parametrize(
+    ("shared", "error", "match"),
+    [
+        # Each used to fail deep inside: "argument after ** must be a mapping", "'int' object is not callable";
+        # progress="no" silently showed a bar.
+        ({"extra_args": [1]}, TypeError, r"^extra_args must be None or a dict of conditioning, got list"),
+        ({"callback": 3}, TypeError, r"^callback must be None or callable .*, got int"),
+        ({"progress": "no"}, ValueError, r"^progress must be one of \[True, False\], got 'no'"),
+    ],
+)
+def test_shared_arguments_are_checked_by_name(shared, error, match):
+    with pytest.raises(error, match=match):
+        samplers.sample_euler(mixture((2,)), initial_noise((2, 2)), sigmas_karras(4, 0.02, SIGMA_MAX), **shared)
+
+
 # ----------------------------------------------------------------------------- 8. the shared signature
 
 SHARED = ["denoiser", "x", "sigmas", "extra_args", "callback", "noise", "progress"]

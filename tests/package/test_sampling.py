@@ -151,6 +151,15 @@ def test_grid_errors_name_the_parameter():
         ),
         ({"init_noise": "edm"}, ValueError, r"init_noise must be None \(automatic\) or one of \['vp', 've'\]"),
         ({"sampler": "euler", "eta": 1.0}, TypeError, r"sample_euler got unknown options \['eta'\]"),
+        # Each of these failed inside torch or python ('int' object is not iterable, normal_kernel_cpu, float('a')).
+        (
+            {"generator": 42},
+            TypeError,
+            r"^generator must be None, one torch.Generator or a list of one per sample \(B = 2\), got int",
+        ),
+        ({"dtype": torch.int64}, ValueError, r"^dtype must be a floating-point torch.dtype .*, got torch.int64"),
+        ({"dtype": "float32"}, ValueError, r"^dtype must be a floating-point torch.dtype .*, got 'float32'"),
+        ({"sigma_min": "0.1"}, ValueError, r"^sigma_min must be a finite real number .*, got '0.1'"),
     ],
 )
 def test_sample_rejects_bad_input(kwargs, error, match):

@@ -9,7 +9,8 @@
 - `guidance_sweep`, `production`, `tradeoffs`: the studies of chapter 5, Project C and Project B.
 - `digits_pipeline`: a diffusers pipeline around the committed digits models.
 - `plotting`: the image grids and sample plots the chapters share.
-- `grading`: the checks of the hidden tests and the grading kernel.
+- `grading`: the checks of the hidden tests, the grading kernel (`grading.kernel`) and a solved release
+  (`grading.solutions`).
 
 `python -m diffusion_internals.course --help` trains a model and saves it as a checkpoint folder.
 """

@@ -31,6 +31,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from diffusion_internals.validation import check_choice, check_int
+
 __all__ = [
     "ImageData",
     "DATASETS",
@@ -66,15 +68,8 @@ class ImageData(NamedTuple):
 
 
 def _check_split(split: str) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    check_choice("split", split, SPLITS)
     return split
-
-
-def _check_n(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    return n
 
 
 # ----------------------------------------------------------------------------- digits
@@ -187,8 +182,7 @@ DATASETS = {"digits": digits, "colour_digits": colour_digits, "cifar10": cifar10
 
 def load_dataset(name: str, *, split: str = "train", root: str | os.PathLike | None = None) -> ImageData:
     """An image data set of DATASETS by name; root is only used by cifar10."""
-    if name not in DATASETS:
-        raise ValueError(f"name must be one of {list(DATASETS)}, got {name!r}")
+    check_choice("name", name, DATASETS)
     if name == "cifar10":
         return cifar10(split, root=root)
     if root is not None:
@@ -201,14 +195,14 @@ def load_dataset(name: str, *, split: str = "train", root: str | os.PathLike | N
 
 def swiss_roll(n: int, *, generator: torch.Generator | None = None, noise: float = 0.1) -> torch.Tensor:
     """(n, 2) points on the spiral r = theta / 5, theta ~ U(1.5 pi, 4.5 pi), plus N(0, noise^2) (make_swiss_roll)."""
-    theta = 1.5 * math.pi * (1 + 2 * torch.rand(_check_n(n), generator=generator))  # (n,)
+    theta = 1.5 * math.pi * (1 + 2 * torch.rand(check_int("n", n, minimum=1), generator=generator))  # (n,)
     points = torch.stack([theta * torch.cos(theta), theta * torch.sin(theta)], dim=1) / 5  # (n, 2)
     return points + noise * torch.randn(n, 2, generator=generator)
 
 
 def two_moons(n: int, *, generator: torch.Generator | None = None, noise: float = 0.05) -> torch.Tensor:
     """(n, 2) points on two interleaved unit half-circles about the origin, plus N(0, noise^2) (make_moons)."""
-    upper = torch.rand(_check_n(n), generator=generator) < 0.5  # which moon, (n,)
+    upper = torch.rand(check_int("n", n, minimum=1), generator=generator) < 0.5  # which moon, (n,)
     angle = math.pi * torch.rand(n, generator=generator)
     first = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)  # centre (0, 0)
     second = torch.stack([1 - torch.cos(angle), 0.5 - torch.sin(angle)], dim=1)  # centre (1, 0.5)
@@ -220,7 +214,7 @@ def eight_gaussians(
     n: int, *, generator: torch.Generator | None = None, radius: float = 2.0, std: float = 0.1
 ) -> torch.Tensor:
     """(n, 2) draws from 8 equal-weight N(m_k, std^2 I), m_k = radius (cos, sin)(2 pi k / 8) (Grathwohl et al. 2019)."""
-    k = torch.randint(0, 8, (_check_n(n),), generator=generator)
+    k = torch.randint(0, 8, (check_int("n", n, minimum=1),), generator=generator)
     angle = 2 * math.pi * k / 8
     means = radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)  # (n, 2)
     return means + std * torch.randn(n, 2, generator=generator)
@@ -228,7 +222,7 @@ def eight_gaussians(
 
 def checkerboard(n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """(n, 2) uniform points on the 8 squares of a 4x4 board on [-2, 2]^2, col + row even (Grathwohl et al. 2019)."""
-    col = torch.randint(0, 4, (_check_n(n),), generator=generator)
+    col = torch.randint(0, 4, (check_int("n", n, minimum=1),), generator=generator)
     row = 2 * torch.randint(0, 2, (n,), generator=generator) + col % 2  # same parity as col
     corner = torch.stack([col, row], dim=1).to(torch.float32) - 2  # (n, 2), lower-left corner
     return corner + torch.rand(n, 2, generator=generator)
@@ -244,6 +238,5 @@ TOY_2D = {
 
 def toy_2d(name: str, n: int, *, generator: torch.Generator | None = None, **options: float) -> torch.Tensor:
     """n points of a 2-D toy distribution of TOY_2D by name, (n, 2) float32; options go to its function."""
-    if name not in TOY_2D:
-        raise ValueError(f"name must be one of {list(TOY_2D)}, got {name!r}")
+    check_choice("name", name, TOY_2D)
     return TOY_2D[name](n, generator=generator, **options)

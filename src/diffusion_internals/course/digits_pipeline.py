@@ -31,6 +31,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffusion_internals.course.checkpoints import checkpoint_path, load_model
 from diffusion_internals.course.models import null_label
+from diffusion_internals.validation import check_choice
 
 __all__ = ["DigitsPipeline"]
 
@@ -76,8 +77,7 @@ class DigitsPipeline(DiffusionPipeline):
             )
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
             raise ValueError(f"guidance_scale must be a number >= 0 (1 = no guidance), got {guidance_scale!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {list(OUTPUT_TYPES)}, got {output_type!r}")
+        check_choice("output_type", output_type, OUTPUT_TYPES)
         device, dtype = self.unet.device, self.unet.dtype
         labels = labels.to(device=device, dtype=torch.int64)
         config = self.unet.config

@@ -13,7 +13,7 @@
 The samples are clipped to [-1, 1] first, as a viewer shows them. The classifier and the test split's
 features are computed once per data set and process.
 
-:func:`evaluate` scores a class-conditional model at several guidance scales ``w`` (``0`` = unconditional,
+:func:`evaluate` scores a class-conditional model at several ``guidance_scale`` values (``0`` = unconditional,
 ``1`` = conditional, no guidance): the same number of samples of every class, drawn with the package's
 DDIM sampler (Song et al. 2021) around ``CFGDenoiser`` (Ho & Salimans 2022) by :func:`sample_classes`.
 """
@@ -33,6 +33,7 @@ from diffusion_internals.course.models import null_label
 from diffusion_internals.denoisers import DiscreteDenoiser
 from diffusion_internals.guidance import CFGDenoiser
 from diffusion_internals.sampling import sample
+from diffusion_internals.validation import check_int
 
 __all__ = ["sample_classes", "reference_features", "score", "evaluate"]
 
@@ -86,10 +87,11 @@ def _check_dataset(dataset: str) -> str:
 
 
 @functools.cache
-def _judge(dataset: str) -> tuple[torch.nn.Module, torch.Tensor]:
-    """The committed classifier of a data set and its penultimate features of the test split (360, D), loaded once."""
+def _judge(dataset: str) -> tuple[torch.nn.Module, torch.Tensor, tuple[int, ...]]:
+    """The committed classifier of a data set, its features of the test split (360, D) and the image shape (C, H, W)."""
     classifier = load_classifier(dataset)
-    return classifier, extract_features(load_dataset(dataset, split="test").images, classifier.features)
+    images = load_dataset(dataset, split="test").images  # (360, C, H, W)
+    return classifier, extract_features(images, classifier.features), tuple(images.shape[1:])
 
 
 def reference_features(dataset: str) -> torch.Tensor:
@@ -100,20 +102,39 @@ def reference_features(dataset: str) -> torch.Tensor:
 @torch.no_grad()
 def score(samples: torch.Tensor, labels: torch.Tensor, dataset: str) -> dict[str, float]:
     """digits-FID to the test split, class accuracy and histogram, RGB saturation and clipping (Heusel et al. 2017)."""
-    classifier, reference = _judge(_check_dataset(dataset))
-    if not isinstance(samples, torch.Tensor) or samples.ndim != 4 or len(samples) < 2:
+    classifier, reference, image_shape = _judge(_check_dataset(dataset))
+    if (
+        not isinstance(samples, torch.Tensor)
+        or samples.ndim != 4
+        or len(samples) < 2
+        or not samples.dtype.is_floating_point
+        or tuple(samples.shape[1:]) != image_shape
+    ):
+        got = f"shape {tuple(samples.shape)}, dtype {samples.dtype}" if isinstance(samples, torch.Tensor) else samples
         raise ValueError(
-            f"samples must be a tensor (N, C, H, W) with N >= 2 (FID fits a covariance), got "
-            f"{tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__}"
+            f"samples must be a floating-point tensor (N, {', '.join(map(str, image_shape))}) with N >= 2 (FID fits "
+            f"a covariance; C, H, W of the {dataset} test split), got {got}"
         )
-    if not isinstance(labels, torch.Tensor) or labels.shape != (len(samples),) or labels.is_floating_point():
-        raise ValueError(
-            f"labels must be an integer tensor of shape ({len(samples)},) (one per sample), got "
-            f"{getattr(labels, 'shape', type(labels).__name__)}"
-        )
-    clipped = samples.clamp(-1, 1)  # what a viewer shows
-    predicted = extract_features(clipped, classifier).argmax(1).cpu()  # (N,) from logits (N, K)
     num_classes = classifier.config.num_classes
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.shape != (len(samples),)
+        or labels.is_floating_point()
+        or labels.dtype == torch.bool
+        or not bool(((labels >= 0) & (labels < num_classes)).all())
+    ):
+        got = (
+            f"shape {tuple(labels.shape)}, values {labels.tolist()[:8]}" if isinstance(labels, torch.Tensor) else labels
+        )
+        raise ValueError(
+            f"labels must be an integer tensor of shape ({len(samples)},) (one per sample) with values in "
+            f"[0, {num_classes - 1}], got {got}"
+        )
+    if bool(samples.isnan().any()):  # inf is clipped to +-1 below; NaN has no value to show
+        raise ValueError(f"samples must not contain NaN, got {int(samples.isnan().sum())} NaN values")
+    # What a viewer shows, on the classifier's device and in its dtype (samples may come from a float16 GPU run).
+    clipped = samples.to(device=classifier.device, dtype=classifier.dtype).clamp(-1, 1)
+    predicted = extract_features(clipped, classifier).argmax(1).cpu()  # (N,) from logits (N, K)
     shares = torch.bincount(predicted, minlength=num_classes).double() / len(predicted)  # (K,)
     result = {
         "accuracy": float((predicted == labels.cpu()).double().mean()),
@@ -137,8 +158,7 @@ def evaluate(
     progress: bool = False,
 ) -> dict[str, Any]:
     """score() of samples at each guidance scale from a fixed seed, with the train split's FID as the floor."""
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"per_class must be an int >= 1, got {per_class!r}")
+    check_int("per_class", per_class, minimum=1)
     _check_dataset(dataset)
     test = load_dataset(dataset, split="test")
     train = load_dataset(dataset, split="train")

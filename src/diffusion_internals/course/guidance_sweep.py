@@ -1,7 +1,7 @@
 """Guidance-scale sweeps: samples at each scale and fix, scored by FID, class accuracy, saturation and clipping.
 
-A sweep answers the question "which guidance scale?" with numbers instead of taste. For each guidance
-scale ``w`` and each fix of CFG's oversaturation (``FIXES``), draw the same number of samples of every
+A sweep answers the question "which guidance scale?" with numbers instead of taste. For each
+``guidance_scale`` and each fix of CFG's oversaturation (``FIXES``), draw the same number of samples of every
 class from the same initial noise (a fixed seed, so rows differ only by their settings), then report
 
 * ``fid``: digits-FID, the Frechet distance of classifier penultimate features to the test split
@@ -35,9 +35,9 @@ from diffusion_internals.course.data import load_dataset
 from diffusion_internals.course.evaluation import reference_features, sample_classes, score
 from diffusion_internals.course.models import null_label
 from diffusion_internals.denoisers import DiscreteDenoiser
-from diffusion_internals.guidance import APG, CFGDenoiser
+from diffusion_internals.guidance import APG, CFGDenoiser, check_guidance_scale
 from diffusion_internals.sampling import SAMPLERS, SCHEDULES
-from diffusion_internals.validation import check_choice, check_int, check_real
+from diffusion_internals.validation import check_choice, check_int
 
 __all__ = [
     "FIXES",
@@ -79,10 +79,6 @@ _CSV_NAME, _JSON_NAME = "guidance_sweep.csv", "guidance_sweep.json"
 DEFAULTS = {"per_class": 30, "steps": 20, "sampler": "ddim", "schedule": "leading", "seed": 0}
 
 
-def _check_scale(guidance_scale: float, name: str = "guidance_scale") -> float:
-    return check_real(name, guidance_scale, lambda v: v >= 0, "value >= 0 (0 = unconditional, 1 = no guidance)")
-
-
 def _null(denoiser: DiscreteDenoiser) -> int:
     model = getattr(denoiser, "model", None)
     null = null_label(model) if model is not None else None
@@ -96,7 +92,7 @@ def _null(denoiser: DiscreteDenoiser) -> int:
 
 def guided(denoiser: DiscreteDenoiser, guidance_scale: float, fix: str = "none", **overrides: Any) -> CFGDenoiser:
     """CFG at guidance_scale around a class-conditional denoiser, one fix at its FIX_DEFAULTS (Ho & Salimans 2022)."""
-    guidance_scale = _check_scale(guidance_scale)
+    guidance_scale = check_guidance_scale(guidance_scale)
     settings = dict(FIX_DEFAULTS[check_choice("fix", fix, FIXES)])
     allowed = set(settings) | ({"threshold_max_value"} if fix == "threshold" else set())
     unknown = set(overrides) - allowed
@@ -131,7 +127,7 @@ def guided_samples(
     return sample_classes(
         denoiser,
         labels,
-        guidance_scale=_check_scale(guidance_scale),
+        guidance_scale=check_guidance_scale(guidance_scale),
         steps=steps,
         sampler=sampler,
         schedule=schedule,
@@ -162,7 +158,7 @@ def measure(
         or len(guidance_scales) == 0
     ):
         raise ValueError(f"guidance_scales must be a non-empty sequence of numbers >= 0, got {guidance_scales!r}")
-    guidance_scales = [_check_scale(s, "guidance_scales[i]") for s in guidance_scales]
+    guidance_scales = [check_guidance_scale(s, name="guidance_scales[i]") for s in guidance_scales]
     if isinstance(fixes, (str, bytes)) or not isinstance(fixes, Sequence) or len(fixes) == 0:
         raise ValueError(f"fixes must be a non-empty sequence of names from {list(FIXES)}, got {fixes!r}")
     fixes = [check_choice("fix", f, FIXES) for f in fixes]
@@ -258,8 +254,7 @@ def measured_settings(name: str = "colour-digits-cosine-eps") -> dict[str, Any]:
 
 def pivot(rows: Sequence[dict[str, Any]], value: str = "fid", *, digits: int = 3) -> str:
     """A markdown table of one column of the rows, scales down, fixes across ("-" where a pair was not measured)."""
-    if value not in COLUMNS[2:]:
-        raise ValueError(f"value must be one of {list(COLUMNS[2:])}, got {value!r}")
+    check_choice("value", value, COLUMNS[2:])
     scales = sorted({float(r["scale"]) for r in rows})
     fixes = [f for f in FIXES if any(r["fix"] == f for r in rows)]
     table = {(float(r["scale"]), r["fix"]): float(r[value]) for r in rows}

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffusion_internals.validation import check_images
+from diffusion_internals.validation import check_images, check_int
 
 __all__ = [
     "gaussian_frechet_distance",
@@ -114,8 +114,7 @@ def extract_features(images: torch.Tensor, extractor: Extractor, *, batch_size: 
     """extractor(images) in batches, without gradients, as one (N, D) tensor."""
     if not isinstance(images, torch.Tensor) or images.ndim < 2 or images.shape[0] == 0:
         raise ValueError(f"images must be a non-empty tensor (N, ...), got {getattr(images, 'shape', type(images))}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_int("batch_size", batch_size, minimum=1)
     features = [extractor(chunk).reshape(chunk.shape[0], -1) for chunk in images.split(batch_size)]
     return torch.cat(features)  # (N, D)
 

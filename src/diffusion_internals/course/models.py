@@ -1,11 +1,11 @@
 """The course's small networks: a class-conditional diffusers U-Net for images, an MLP for 2-D points, a classifier.
 
-Both are called as ``model(x_t, t, class_labels=y)`` and predict eps, v or x0 (whichever they were
+The two diffusion networks are called as ``model(x_t, t, class_labels=y)`` and predict eps, v or x0 (whichever they were
 trained on) with the shape of ``x_t``; :class:`diffusion_internals.denoisers.DiscreteDenoiser` turns
 either into a denoiser. Class conditioning follows classifier-free guidance (Ho & Salimans 2022):
 labels ``0 .. K-1`` are the classes and the extra label ``K`` (:func:`null_label`) is "no class",
-seen in training when a label is dropped. Both are diffusers ``ModelMixin``s, so ``save_pretrained``
-and ``from_pretrained`` work for both.
+seen in training when a label is dropped. All three are diffusers ``ModelMixin``s, so ``save_pretrained``
+and ``from_pretrained`` work for each.
 
 :class:`DigitsClassifier` is the small CNN that scores samples: its arg-max gives the class accuracy of
 generated digits, its penultimate layer (64 features) the features of digits-FID (Inception-v3
@@ -20,13 +20,9 @@ from diffusers import ConfigMixin, ModelMixin, UNet2DModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
+from diffusion_internals.validation import check_int
+
 __all__ = ["class_conditional_unet", "TimestepMLP", "DigitsClassifier", "null_label", "num_parameters"]
-
-
-def _check_positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
 
 
 def class_conditional_unet(
@@ -46,7 +42,7 @@ def class_conditional_unet(
         ("layers_per_block", layers_per_block),
         ("norm_num_groups", norm_num_groups),
     ):
-        _check_positive_int(name, value)
+        check_int(name, value, minimum=1)
     levels = len(block_out_channels)
     if levels < 1 or sample_size % 2 ** (levels - 1):
         raise ValueError(
@@ -78,9 +74,9 @@ class TimestepMLP(ModelMixin, ConfigMixin):
         """An MLP of `depth` hidden layers of width `hidden`; num_class_embeds > 0 adds a label embedding."""
         super().__init__()
         for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth)):
-            _check_positive_int(name, value)
+            check_int(name, value, minimum=1)
         if num_class_embeds is not None:
-            _check_positive_int("num_class_embeds", num_class_embeds)
+            check_int("num_class_embeds", num_class_embeds, minimum=1)
         self.time_proj = Timesteps(hidden, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(hidden, hidden)
         self.class_embedding = None if num_class_embeds is None else torch.nn.Embedding(num_class_embeds, hidden)

@@ -303,8 +303,7 @@ FLAWS = {
 
 def apply_flaw(record: dict[str, Any], flaw: str) -> dict[str, Any]:
     """The record with the saved configuration made wrong as FLAWS[flaw] says, the truth kept under record['flaw']."""
-    if flaw not in FLAWS:
-        raise ValueError(f"flaw must be one of {list(FLAWS)}, got {flaw!r}")
+    check_choice("flaw", flaw, FLAWS)
     record = dict(record)
     actual = {key: record[key] for key in ("schedule", "prediction_type", "label_dropout")}
     if flaw == "claims-cosine":

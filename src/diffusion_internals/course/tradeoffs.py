@@ -19,13 +19,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from diffusion_internals.validation import check_int
+
 __all__ = ["synchronize", "seconds_per_image", "knee_index"]
-
-
-def _check_int(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def synchronize(device: str | torch.device | None) -> None:
@@ -46,9 +42,9 @@ def seconds_per_image(
     device: str | torch.device | None = None,
 ) -> float:
     """Median wall time of generate() over `repeats` runs after `warmup` untimed ones, per image; synchronised."""
-    _check_int("n_images", n_images, 1)
-    _check_int("warmup", warmup, 0)
-    _check_int("repeats", repeats, 1)
+    check_int("n_images", n_images, minimum=1)
+    check_int("warmup", warmup, minimum=0)
+    check_int("repeats", repeats, minimum=1)
     for _ in range(warmup):
         generate()
     synchronize(device)

@@ -38,7 +38,7 @@ from diffusion_internals.denoisers import unwrap_output
 from diffusion_internals.forward import q_sample
 from diffusion_internals.parameterization import PREDICTION_TYPES, SHORT_NAMES, training_target
 from diffusion_internals.schedules import BETA_SCHEDULE_OPTIONS
-from diffusion_internals.validation import check_choice, check_int, check_real
+from diffusion_internals.validation import check_choice, check_int, check_like, check_real
 
 __all__ = ["diffusion_loss", "loss_by_timestep", "train", "train_classifier"]
 
@@ -61,7 +61,7 @@ def diffusion_loss(
     x_t = q_sample(x0, t, alphas_cumprod, noise)
     target = training_target(prediction_type, x0, noise, alphas_cumprod.to(torch.float64)[t].to(x0.dtype))
     cond = {} if class_labels is None else {"class_labels": class_labels}
-    output = unwrap_output(model(x_t, t, **cond))
+    output = check_like("model output", unwrap_output(model(x_t, t, **cond)), x0, x_name="x0")  # no broadcasting
     return (output - target).pow(2).reshape(x0.shape[0], -1).mean(1)  # (B,)
 
 

@@ -3,7 +3,7 @@
 Plain CFG steps along the guided noise estimate, which pushes the sample off the data manifold at
 large scales. CFG++ keeps the guided x0_hat, D_u + lambda (D_c - D_u), and renoises with the
 *unconditional* eps_hat = (x - D_u) / sigma. Its scale lambda lives in [0, 1] (the paper's Table 1
-pairs lambda = 0.6 with plain CFG at about w = 7.5). It changes the sampler's update, so it is a
+pairs lambda = 0.6 with plain CFG at about guidance_scale = 7.5). It changes the sampler's update, so it is a
 sampler, not a denoiser wrapper; the denoiser must be a `guidance.CFGDenoiser`.
 """
 

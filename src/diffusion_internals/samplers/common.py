@@ -35,7 +35,7 @@ import torch
 
 from diffusion_internals.denoisers import Denoiser
 from diffusion_internals.utils import Generators, broadcast_like, randn_like
-from diffusion_internals.validation import check_choice, check_nonnegative, check_sigmas
+from diffusion_internals.validation import check_batch, check_choice, check_nonnegative, check_sigmas
 
 __all__ = [
     "NoiseSampler",
@@ -44,7 +44,7 @@ __all__ = [
     "Callback",
     "sampler",
     "check_options",
-    "noise_sampler",
+    "as_noise_sampler",
     "to_d",
     "ancestral_step",
     "noise_up",
@@ -76,7 +76,7 @@ def check_options(options: dict[str, Any], choices: Mapping[str, tuple]) -> dict
     return options
 
 
-def noise_sampler(x: torch.Tensor, noise: Noise) -> NoiseSampler:
+def as_noise_sampler(x: torch.Tensor, noise: Noise) -> NoiseSampler:
     """noise as a noise_sampler(sigma, sigma_next): a callable as it is, else N(0, I) like x from the generator(s)."""
     if callable(noise):
         return noise
@@ -119,8 +119,9 @@ def sampler(
     """Make a sampler of an algorithm: the shared signature, the checks, no_grad, D(x, sigma), noise, callback.
 
     The algorithm's keyword-only arguments other than ``callback`` and ``noise`` are its options; an option
-    annotated ``Literal[...]`` must be one of those values. ``denoise`` picks what the sampler calls, given the
-    caller's denoiser (CFG++ calls ``guided_and_uncond``); by default the denoiser itself.
+    annotated ``Literal[...]`` must be one of those values, one annotated ``bool`` True or False. ``denoise``
+    picks what the sampler calls, given the caller's denoiser (CFG++ calls ``guided_and_uncond``); by default
+    the denoiser itself.
     """
     if algorithm is None:
         return functools.partial(sampler, denoise=denoise)
@@ -128,6 +129,7 @@ def sampler(
     options = [p for p in own.values() if p.kind is p.KEYWORD_ONLY and p.name not in ("callback", "noise")]
     defaults = {p.name: p.default for p in options}
     choices = {p.name: get_args(p.annotation) for p in options if get_origin(p.annotation) is Literal}
+    choices.update({p.name: (True, False) for p in options if p.annotation is bool})
     takes_noise = "noise" in own
 
     def run(
@@ -144,13 +146,21 @@ def sampler(
         unknown = [name for name in given if name not in defaults]
         if unknown:
             raise TypeError(f"{algorithm.__name__} got unknown options {unknown}; its options are {list(defaults)}")
+        x = check_batch("x", x)
         sigmas = check_sigmas(sigmas)
         values = check_options({**defaults, **given}, choices)
         fn = denoiser if denoise is None else denoise(denoiser)
         if not callable(fn):
             raise TypeError(f"denoiser must be callable as denoiser(x, sigma, **extra_args), got {type(fn).__name__}")
+        if not (extra_args is None or isinstance(extra_args, Mapping)):
+            raise TypeError(f"extra_args must be None or a dict of conditioning, got {type(extra_args).__name__}")
+        if not (callback is None or callable(callback)):
+            raise TypeError(
+                f"callback must be None or callable as callback(x=, i=, ...), got {type(callback).__name__}"
+            )
+        check_choice("progress", progress, (True, False))
         cond = {} if extra_args is None else extra_args
-        noise = noise_sampler(x, noise)
+        noise = as_noise_sampler(x, noise)
 
         def bound(x: torch.Tensor, sigma: float | torch.Tensor) -> Any:
             """D(x, sigma) with the conditioning bound, sigma repeated to (B,) (k-diffusion's sigma * s_in)."""

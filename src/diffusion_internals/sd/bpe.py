@@ -21,6 +21,8 @@ import collections
 import json
 from pathlib import Path
 
+from diffusion_internals.validation import check_int
+
 __all__ = ["WORDS", "SPECIAL_TOKENS", "TOKENIZER_DIR", "bytes_to_unicode", "learn_merges", "build_vocab", "write"]
 
 TOKENIZER_DIR = Path(__file__).resolve().parent / "tokenizer"
@@ -85,8 +87,7 @@ def _symbols(word: str, byte_chars: dict[int, str]) -> tuple[str, ...]:
 
 def learn_merges(words: list[str], num_merges: int) -> list[tuple[str, str]]:
     """Up to num_merges BPE merges, the most frequent pair first, ties by pair order (Sennrich et al. 2016, Alg. 1)."""
-    if isinstance(num_merges, bool) or not isinstance(num_merges, int) or num_merges < 0:
-        raise ValueError(f"num_merges must be an int >= 0, got {num_merges!r}")
+    check_int("num_merges", num_merges, minimum=0)
     byte_chars = bytes_to_unicode()
     counts = collections.Counter(_symbols(word.lower(), byte_chars) for word in words)
     merges: list[tuple[str, str]] = []

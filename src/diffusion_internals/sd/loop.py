@@ -54,7 +54,7 @@ from diffusion_internals.guidance import APG, CFGDenoiser
 from diffusion_internals.samplers.common import Callback
 from diffusion_internals.sampling import SAMPLERS, resolve, sigmas_for
 from diffusion_internals.utils import Generators, randn_like
-from diffusion_internals.validation import check_int
+from diffusion_internals.validation import check_choice, check_int
 
 __all__ = [
     "GUIDANCE_SPACES",
@@ -162,8 +162,7 @@ def guided_denoiser(
     apg: APG | None = None,
 ) -> Any:
     """D(x, sigma, encoder_hidden_states=cond) of the pipeline's U-Net, CFG against uncond (Ho & Salimans 2022)."""
-    if guidance_space not in GUIDANCE_SPACES:
-        raise ValueError(f"guidance_space must be one of {list(GUIDANCE_SPACES)}, got {guidance_space!r}")
+    check_choice("guidance_space", guidance_space, GUIDANCE_SPACES)
     # guidance_scale and the fixes are checked by CFGDenoiser.
     network, options = _network(pipe.unet), {"uncond": {"encoder_hidden_states": uncond}, "rescale": rescale}
 
@@ -221,8 +220,7 @@ def grid(pipe: Any, name: str, steps: int, *, schedule: str | None = None) -> tu
 @torch.no_grad()
 def decode(pipe: Any, latents: torch.Tensor, output_type: str = "pil") -> Any:
     """Images from clean latents: the VAE decoder on latents / scaling_factor, then diffusers' postprocessing."""
-    if output_type not in OUTPUT_TYPES:
-        raise ValueError(f"output_type must be one of {list(OUTPUT_TYPES)}, got {output_type!r}")
+    check_choice("output_type", output_type, OUTPUT_TYPES)
     if output_type == "latent":
         return latents
     vae = pipe.vae
@@ -256,8 +254,7 @@ def generate(
 ) -> Any:
     """Text to image: our sampler, CFG and denoiser around the pipeline's parts (Rombach et al. 2022)."""
     recipe = resolve(name)  # unknown names raise, listing the known ones
-    if output_type not in OUTPUT_TYPES:
-        raise ValueError(f"output_type must be one of {list(OUTPUT_TYPES)}, got {output_type!r}")
+    check_choice("output_type", output_type, OUTPUT_TYPES)
     cond, uncond = encode_prompt(pipe, prompt, negative_prompt)
     factor, config = pipe.vae_scale_factor, pipe.unet.config
     height = config.sample_size * factor if height is None else height

@@ -32,6 +32,7 @@ from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNe
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from diffusion_internals.sd.bpe import TOKENIZER_DIR
+from diffusion_internals.validation import check_choice
 
 __all__ = [
     "MODEL_ENV",
@@ -84,8 +85,7 @@ def default_device_dtype(
         ) from error
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    check_choice("dtype", dtype, DTYPES)
     return device, dtype
 
 
@@ -224,8 +224,7 @@ def sd15_architecture_pipeline(
         raise ValueError(f"seed must be an int, got {seed!r}")
     meta = device is not None and str(device) == "meta"
     device, dtype = (torch.device("meta"), dtype or torch.float32) if meta else default_device_dtype(device, dtype)
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    check_choice("dtype", dtype, DTYPES)
     configs = sd15_configs()
     tokenizer = tiny_tokenizer()
     from_tokenizer = ("vocab_size", "hidden_act", "max_position_embeddings")  # set by _text_config
