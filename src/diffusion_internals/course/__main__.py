@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from diffusion_internals.course import data
+from diffusion_internals.parameterization import SHORT_NAMES
 from diffusion_internals.schedules import BETA_SCHEDULE_OPTIONS
 
 __all__ = ["main", "parser"]
@@ -38,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", action="store_true", help="train the feature classifier instead")
     p.add_argument("--schedule", default="cosine", choices=sorted(BETA_SCHEDULE_OPTIONS))
     p.add_argument("--zero-snr", action="store_true", help="rescale to zero terminal SNR (Lin et al. 2023)")
-    p.add_argument("--prediction", default="eps", choices=["eps", "v", "x0"])
+    p.add_argument("--prediction", default="eps", choices=list(SHORT_NAMES))
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)

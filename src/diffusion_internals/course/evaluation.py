@@ -134,12 +134,13 @@ def score(samples: torch.Tensor, labels: torch.Tensor, dataset: str) -> dict[str
         raise ValueError(f"samples must not contain NaN, got {int(samples.isnan().sum())} NaN values")
     # What a viewer shows, on the classifier's device and in its dtype (samples may come from a float16 GPU run).
     clipped = samples.to(device=classifier.device, dtype=classifier.dtype).clamp(-1, 1)
-    predicted = extract_features(clipped, classifier).argmax(1).cpu()  # (N,) from logits (N, K)
+    features = extract_features(clipped, classifier.features)  # (N, D), the penultimate layer: one pass
+    predicted = classifier.head(features).argmax(1).cpu()  # (N,) from logits (N, K) = classifier(clipped)
     shares = torch.bincount(predicted, minlength=num_classes).double() / len(predicted)  # (K,)
     result = {
         "accuracy": float((predicted == labels.cpu()).double().mean()),
         "class_histogram_max_deviation": float((shares - 1 / num_classes).abs().max()),
-        "fid": frechet_distance(extract_features(clipped, classifier.features), reference),
+        "fid": frechet_distance(features, reference),
     }
     if samples.shape[1] == 3:  # the colour measures read the unclipped samples (clipping_fraction counts them)
         result.update(saturation=saturation(samples), clipping_fraction=clipping_fraction(samples))
