@@ -102,16 +102,20 @@ release: $(STAMP)
 
 # Depends on release: nbgrader grades against the cells that generate_assignment stored in
 # gradebook.db, so the release is (re)generated first; it is byte-identical when unchanged.
-# scripts/autograde.py runs nbgrader autograde per assignment after fixing renamed notebooks and
-# setting aside unreadable ones (recorded as 0 with the reason), and writes grading_report.md.
+# scripts/autograde.py grades every submission in its own bubblewrap sandbox (the hidden tests run in the
+# grader's process), JOBS at a time on Dask workers, only what changed since the last run unless FORCE=1;
+# then nbgrader autograde writes the gradebook; grading_report.md starts with what needs attention.
+# It refuses to run without bubblewrap and cgroups unless UNSAFE=1 (the report then says so at the top).
+JOBS       ?= 1
+ASSIGNMENT ?=
+GRADE_ARGS  = --jobs $(JOBS) $(if $(FORCE),--force) $(if $(UNSAFE),--unsafe) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(ASSIGNMENT)
 autograde: release
-	$(BIN)/python scripts/autograde.py
+	$(BIN)/python scripts/autograde.py $(GRADE_ARGS)
 
 # Graded Stable Diffusion projects, on a machine with an NVIDIA GPU (README: "Grading Stable Diffusion
-# projects on a GPU"). As autograde, but: the GPUs in GPU_DEVICES are visible (CUDA_VISIBLE_DEVICES), each
-# cell may run GPU_CELL_TIMEOUT seconds (DIFFUSION_INTERNALS_CELL_TIMEOUT, read by nbgrader_config.py), and
-# notebooks run in the plain $(KERNEL) kernel (DIFFUSION_INTERNALS_KERNEL): the grading kernel's
-# address-space limit (RLIMIT_AS) leaves CUDA unable to initialise. Limit memory with the container instead.
+# projects on a GPU"). As autograde, with the same sandbox, but: the GPU device files are bound into it,
+# the GPUs in GPU_DEVICES are visible (CUDA_VISIBLE_DEVICES), each cell may run GPU_CELL_TIMEOUT seconds, and
+# memory is limited by the sandbox's cgroup alone (an address-space limit, RLIMIT_AS, stops CUDA from starting).
 .PHONY: autograde-gpu
 GPU_DEVICES      ?= 0
 GPU_CELL_TIMEOUT ?= 1800
@@ -119,7 +123,7 @@ autograde-gpu: release
 	@CUDA_VISIBLE_DEVICES=$(GPU_DEVICES) $(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else \
 	  'autograde-gpu: torch sees no CUDA device with CUDA_VISIBLE_DEVICES=$(GPU_DEVICES); use make autograde on a CPU machine')"
 	CUDA_VISIBLE_DEVICES=$(GPU_DEVICES) DIFFUSION_INTERNALS_CELL_TIMEOUT=$(GPU_CELL_TIMEOUT) \
-	  DIFFUSION_INTERNALS_KERNEL=$(KERNEL) $(BIN)/python scripts/autograde.py
+	  $(BIN)/python scripts/autograde.py --gpu $(GRADE_ARGS)
 
 grades: $(STAMP)
 	$(NBGRADER) export --to grades.csv
@@ -134,4 +138,4 @@ clean:
 	rm -rf _build
 
 clean-grading:
-	rm -rf submitted autograded feedback gradebook.db grades.csv grading_report.md
+	rm -rf submitted autograded feedback gradebook.db grades.csv grading_report.md .grading

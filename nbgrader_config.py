@@ -25,17 +25,53 @@ c.CourseDirectory.db_url = "sqlite:///" + str(ROOT / "gradebook.db")
 # Only notebooks are released: never copy checkpoints or caches into exercises/.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", ".pytest_cache"]
 
-# Grading executes student code in this kernel, installed into the course's virtual
-# environment by `make setup`: the course's Python under an address-space limit
-# (DIFFUSION_INTERNALS_GRADING_MEMORY_GB, default 8; see diffusion_internals.course.grading.kernel),
-# so a cell that allocates far too much fails alone instead of exhausting the machine.
-# Pinning it matters: with the default "python3", a stale user-level kernelspec can point to
-# another Python without the package, and every test cell then scores 0.
+# Grading: nbgrader keeps its workflow (gradebook, scores, feedback), but the code runs in the course's
+# trusted grader (diffusion_internals.course.grading): each student's cells in a bubblewrap sandbox
+# (no network, no files but its own, memory and process limits for all its processes together), the
+# hidden tests in the grader's process, calling the student's functions over a pipe. Limits come from
+# the environment: DIFFUSION_INTERNALS_CELL_TIMEOUT (s per cell, default 300: Project A's training
+# cells take about 60 s on one core of a 2-core machine), DIFFUSION_INTERNALS_NOTEBOOK_TIMEOUT (s per
+# notebook, default 1800), DIFFUSION_INTERNALS_GRADING_MEMORY_GB (default 8, all processes together).
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import (  # noqa: E402
+    AssignLatePenalties,
+    CheckCellMetadata,
+    ClearOutput,
+    DeduplicateIds,
+    GetGrades,
+    IgnorePattern,
+    LimitOutput,
+    OverwriteCells,
+    OverwriteKernelspec,
+    SaveAutoGrades,
+)
+
+from diffusion_internals.course.grading.preprocessors import (  # noqa: E402
+    HideHiddenTests,
+    RestoreHiddenTests,
+    SandboxedExecute,
+)
+
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput,
+    DeduplicateIds,
+    OverwriteKernelspec,
+    RestoreHiddenTests,  # the released test cells get their hidden tests back without a false checksum warning
+    OverwriteCells,
+    CheckCellMetadata,
+]
+c.Autograde.autograde_preprocessors = [
+    SandboxedExecute,  # in place of nbgrader's Execute
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+c.GenerateFeedback.preprocessors = [HideHiddenTests, GetGrades, CSSHTMLHeaderPreprocessor]
+# Kernels are still used by `nbgrader validate` and by learners: the course's kernel, pinned.
 c.Execute.kernel_name = os.environ.get("DIFFUSION_INTERNALS_KERNEL", "diffusion-internals-grading")
-# Per-cell limit in seconds. The slowest legitimate cells are Project A's training cells (one model
-# per cell, about 60 s on one core of a 2-core machine); 300 s leaves room for a slower or busier one.
-c.Execute.timeout = int(os.environ.get("DIFFUSION_INTERNALS_CELL_TIMEOUT", "300"))
-c.Execute.interrupt_on_timeout = True
 
 # What a learner sees in place of a solution.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

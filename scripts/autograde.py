@@ -1,28 +1,34 @@
-"""Autograde every submission, lose none, and say what went wrong: the body of `make autograde`.
+"""Autograde every submission safely, lose none, and say what went wrong: the body of `make autograde`.
 
-    python scripts/autograde.py [--course DIR] [ASSIGNMENT ...]
+    python scripts/autograde.py [--course DIR] [--jobs N | --scheduler ADDRESS] [--force] [--gpu] [--unsafe]
+                                [ASSIGNMENT ...]
 
-For each assignment with submissions (``submitted/<student>/<assignment>/``), before nbgrader runs:
+For each assignment with submissions (``submitted/<student>/<assignment>/``):
 
-* a notebook under another name (``my_forward_process.ipynb``) when exactly one released name is
-  missing is copied to the released name, the student's file kept, so the work is graded;
-* a notebook that is not valid JSON or not a notebook cannot be graded: the student is excluded
-  from nbgrader's run (one broken file must not stop the class), recorded in the gradebook with
-  score 0, and named in the report with the reason; the file stays untouched in submitted/;
-* solution cells that use the reference package (``diffusion_internals``) are reported for the
-  instructor: the hidden tests cannot tell a call of the reference from one's own code.
+1. Preflight: a notebook under another name (``my_forward_process.ipynb``) when exactly one released
+   name is missing is copied to the released name (the student's file kept); a file that is not a
+   notebook is recorded in the gradebook with score 0 and its reason, and the rest of the class goes on.
+2. Grading: each notebook is sanitized by nbgrader's own preprocessors (the instructor's locked cells
+   and hidden tests put back from the gradebook), then graded by the trusted grader
+   (diffusion_internals.course.grading.harness): the student's cells in a bubblewrap sandbox with its
+   own memory, process, time and output limits, the tests in the grader's process. Jobs run inline,
+   on ``--jobs N`` local Dask workers, or on a Dask cluster (``--scheduler tcp://host:8786``). A
+   verdict is kept in ``.grading/verdicts/`` under a key of everything it depends on, so a rerun grades
+   only what changed (``--force`` grades everything again).
+3. nbgrader: ``nbgrader autograde <assignment> --force`` for the students whose verdicts changed
+   writes the scores to the gradebook and the graded notebooks (its Execute step takes the verdict).
 
-Then ``nbgrader autograde <assignment> --force`` runs (per-cell timeout and the memory-limited
-grading kernel come from nbgrader_config.py), and every submission is checked to be in the
-gradebook. The report is printed and written to ``grading_report.md``; the exit status is 1 if a
-submission is neither graded nor recorded with a reason.
+The report (printed, and written to ``grading_report.md``) starts with what needs the instructor:
+notebooks that could not be graded completely (with the reason), cells that timed out or crashed,
+lost submissions, and use of the reference package. The exit status is 1 if a submission is
+lost or could not be graded completely, 2 if the sandbox is missing (unless ``--unsafe``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
+import os
 import shutil
 import subprocess
 import sys
@@ -31,32 +37,47 @@ from pathlib import Path
 
 import nbformat
 
-REFERENCE = re.compile(r"\bdiffusion_internals\b")
+UNSAFE_BANNER = (
+    "**UNSAFE: student code ran WITHOUT the sandbox (--unsafe)**: it could read the hidden tests and other "
+    "students' work, reach the network and change files and grades. Use these grades only for trusted code."
+)
 
 
 @dataclass
 class Report:
-    """What happened to an assignment's submissions."""
+    """What happened to an assignment's submissions; `attention` lists what the instructor must look at."""
 
     assignment: str
     graded: list[str] = field(default_factory=list)
     renamed: list[str] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)
-    reference_use: dict[str, list[str]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # student -> why the notebook was not graded completely
+    events: dict[str, list[str]] = field(default_factory=dict)  # student -> cells that timed out, crashed, were skipped
+    reference_use: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    regraded: int = 0
+    reused: int = 0
+
+    def attention(self) -> list[str]:
+        out = [f"- {self.assignment} / {s}: LOST: in submitted/ but not in the gradebook" for s in self.missing]
+        out += [f"- {self.assignment} / {s}: NOT GRADED COMPLETELY: {why}" for s, why in sorted(self.errors.items())]
+        out += [
+            f"- {self.assignment} / {s}: NOT GRADED, recorded as 0: {why}" for s, why in sorted(self.unreadable.items())
+        ]
+        out += [f"- {self.assignment} / {s}: {'; '.join(ev)}" for s, ev in sorted(self.events.items())]
+        return out
 
     def lines(self) -> list[str]:
-        out = [f"## {self.assignment}", "", f"- graded by nbgrader: {len(self.graded)} submission(s)"]
-        out += [f"- {note}" for note in self.renamed]
-        out += [f"- {student}: NOT GRADED, recorded as 0: {why}" for student, why in sorted(self.unreadable.items())]
-        out += [
-            f"- {student}: uses the reference package in solution cell(s) {', '.join(cells)} "
-            "(graded as submitted; check against the rules)"
-            for student, cells in sorted(self.reference_use.items())
+        out = [
+            f"## {self.assignment}",
+            "",
+            f"- graded: {len(self.graded)} submission(s) "
+            f"({self.regraded} graded now, {self.reused} unchanged since the last run)",
         ]
+        out += [f"- {note}" for note in self.renamed]
         out += [
-            f"- {student}: LOST: in submitted/ but not in the gradebook (see nbgrader's log above)"
-            for student in self.missing
+            f"- {student}: uses the reference package: {what} (graded as submitted; check against the rules)"
+            for student, what in sorted(self.reference_use.items())
         ]
         return out + [""]
 
@@ -100,17 +121,6 @@ def preflight(course: Path, assignment: str, report: Report) -> None:
         if problems:
             report.unreadable[student] = "; ".join(problems)
             continue
-        for name in released:
-            cells = nbformat.read(folder / name, as_version=4).cells
-            used = [
-                c.metadata.get("nbgrader", {}).get("grade_id", "?")
-                for c in cells
-                if c.cell_type == "code"
-                and c.metadata.get("nbgrader", {}).get("solution")
-                and REFERENCE.search(c.source)
-            ]
-            if used:
-                report.reference_use[student] = used
 
 
 def record_zero(course: Path, assignment: str, students: list[str]) -> None:
@@ -137,22 +147,102 @@ def graded_students(course: Path, assignment: str) -> set[str]:
         return {s.student.id for s in gradebook.find_assignment(assignment).submissions}
 
 
-def autograde(course: Path, assignment: str) -> Report:
-    """Preflight, nbgrader autograde, record the ungradable, check that nothing is lost."""
+def sanitized(course: Path, assignment: str, student: str, path: Path) -> nbformat.NotebookNode:
+    """The notebook as nbgrader autograde will grade it: its own sanitizing preprocessors, in order."""
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+    coursedir = CourseDirectory(config=config)
+    nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+    resources = {
+        "nbgrader": {"db_url": coursedir.db_url, "assignment": assignment, "notebook": path.stem, "student": student}
+    }
+    for preprocessor in config.Autograde.sanitize_preprocessors:
+        nb, resources = preprocessor(config=config).preprocess(nb, resources)
+    return nb
+
+
+def autograde(course: Path, assignment: str, options: argparse.Namespace) -> Report:
+    """Preflight, grade (in parallel, what changed), nbgrader autograde, record the ungradable, lose nothing."""
+    from diffusion_internals.course.grading.jobs import run_jobs
+    from diffusion_internals.course.grading.preprocessors import VerdictStore, limits_from_env, verdict_key
+
     report = Report(assignment)
     preflight(course, assignment, report)
     students = sorted(p.parent.name for p in (course / "submitted").glob(f"*/{assignment}"))
     to_grade = [s for s in students if s not in report.unreadable]
-    if to_grade:
+    released = sorted((course / "exercises" / assignment).glob("*.ipynb"))
+    limits = limits_from_env(gpu=options.gpu)
+    if options.jobs > 1 and not options.gpu:  # share the cores: each sandbox gets its part for torch's threads
+        limits = type(limits)(**{**limits.__dict__, "threads": max(1, (os.cpu_count() or 1) // options.jobs)})
+    store = VerdictStore(course / ".grading" / "verdicts")
+    sandboxed = not options.unsafe
+    pending, changed, keys = [], set(), {}
+    for student in to_grade:
+        for release in released:
+            path = course / "submitted" / student / assignment / release.name
+            key = verdict_key(sanitized(course, assignment, student, path), limits, sandboxed)
+            keys[(student, release.stem)] = key
+            verdict = None if options.force else store.load(assignment, student, release.stem, key)
+            graded_before = (course / "autograded" / student / assignment / release.name).exists()
+            if verdict is None:
+                nb = sanitized(course, assignment, student, path)
+                pending.append(((student, release.stem), (nbformat.writes(nb), limits.__dict__, sandboxed)))
+                changed.add(student)
+            elif not graded_before:
+                changed.add(student)
+
+    def save(index: int, verdict_json: dict) -> None:
+        from diffusion_internals.course.grading.harness import Verdict
+
+        (student, notebook), _ = pending[index]
+        verdict = Verdict.from_json(verdict_json)
+        if verdict.reason and verdict.reason.startswith("the grading job failed"):
+            report.errors[student] = verdict.reason  # not stored: the next run tries again
+            return
+        store.save(assignment, student, notebook, keys[(student, notebook)], verdict)
+        print(f"  graded {student}/{assignment}/{notebook} in {verdict.seconds:.1f} s", flush=True)
+
+    print(f"{assignment}: grading {len(pending)} notebook(s) of {len(to_grade)} submission(s)", flush=True)
+    run_jobs([payload for _, payload in pending], jobs=options.jobs, scheduler=options.scheduler, on_result=save)
+    report.regraded, report.reused = len(changed), len(to_grade) - len(changed)
+    environment = dict(os.environ, DIFFUSION_INTERNALS_VERDICTS=str(store.root))
+    if options.unsafe:
+        environment["DIFFUSION_INTERNALS_UNSAFE_NO_SANDBOX"] = "1"
+    if options.gpu:
+        environment["DIFFUSION_INTERNALS_GRADING_GPU"] = "1"
+    if options.jobs > 1 and not options.gpu:
+        environment["DIFFUSION_INTERNALS_GRADING_THREADS"] = str(limits.threads)
+    exclude = sorted(set(report.unreadable) | (set(to_grade) - changed))
+    if changed:
         command = [sys.executable, "-m", "nbgrader", "autograde", assignment, "--force"]
-        if report.unreadable:
-            command.append(f"--CourseDirectory.student_id_exclude={','.join(sorted(report.unreadable))}")
-        subprocess.run(command, cwd=course, check=False)  # a failure shows below as a missing submission
+        if exclude:
+            command.append(f"--CourseDirectory.student_id_exclude={','.join(exclude)}")
+        subprocess.run(
+            command, cwd=course, check=False, env=environment
+        )  # a failure shows below as a missing submission
     if report.unreadable:
         record_zero(course, assignment, sorted(report.unreadable))
     in_gradebook = graded_students(course, assignment)
     report.graded = [s for s in to_grade if s in in_gradebook]
     report.missing = [s for s in to_grade if s not in in_gradebook]
+    for student in to_grade:
+        for release in released:
+            verdict = store.load(assignment, student, release.stem, keys[(student, release.stem)])
+            if verdict is None:
+                report.errors.setdefault(student, f"{release.name}: no verdict (see the log above)")
+                continue
+            if verdict.status != "graded":
+                report.errors[student] = f"{release.name}: {verdict.reason}"
+            if verdict.events:
+                report.events[student] = verdict.events
+            use = verdict.reference_use
+            what = [f"cell(s) {use['cells']} name it"] if use.get("cells") else []
+            what += [f"imports {sorted({name for _, name in use['imports']})}"] if use.get("imports") else []
+            what += [f"calls {', '.join(sorted(use['calls']))}"] if use.get("calls") else []
+            if what:
+                report.reference_use[student] = "; ".join(what)
     return report
 
 
@@ -162,7 +252,18 @@ def main(argv: list[str] | None = None) -> int:
         "assignments", nargs="*", help="default: every released assignment (exercises/) with submissions"
     )
     parser.add_argument("--course", type=Path, default=Path(__file__).resolve().parents[1])
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="notebooks graded at once on this machine (Dask LocalCluster)"
+    )
+    parser.add_argument("--scheduler", help="address of an existing Dask scheduler to grade on (tcp://host:8786)")
+    parser.add_argument("--force", action="store_true", help="grade every submission again, changed or not")
+    parser.add_argument("--gpu", action="store_true", help="bind the GPU devices into the sandbox (make autograde-gpu)")
+    parser.add_argument(
+        "--unsafe", action="store_true", help="run student code WITHOUT the sandbox (the report says so)"
+    )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be a whole number >= 1, got {args.jobs}")
     course = args.course.resolve()
     if not (course / "submitted").is_dir():
         print(
@@ -170,14 +271,32 @@ def main(argv: list[str] | None = None) -> int:
             "(nbgrader collect or zip_collect)"
         )
         return 1
+    if not args.unsafe:
+        from diffusion_internals.course.grading.sandbox import limits_available, sandbox_problem
+
+        problem = limits_available() or sandbox_problem()
+        if problem:
+            print(
+                f"make autograde refuses to run student code without its sandbox: {problem}.\n"
+                "To grade anyway, trusting every submission, run `make autograde UNSAFE=1` "
+                "(the report then says so at the top)."
+            )
+            return 2
+    os.chdir(course)
     # From the release, not solutions/: grading needs no hidden tests on disk (nbgrader restores them from
     # gradebook.db), so a grading machine may hold a copy of the course without solutions/.
     assignments = args.assignments or sorted(p.name for p in (course / "exercises").iterdir() if p.is_dir())
-    reports = [autograde(course, a) for a in assignments if any((course / "submitted").glob(f"*/{a}"))]
-    text = "\n".join(["# Grading report", ""] + [line for r in reports for line in r.lines()])
+    reports = [autograde(course, a, args) for a in assignments if any((course / "submitted").glob(f"*/{a}"))]
+    attention = [line for r in reports for line in r.attention()]
+    text = "\n".join(
+        ["# Grading report", ""]
+        + ([UNSAFE_BANNER, ""] if args.unsafe else [])
+        + (["## Needs your attention", "", *attention, ""] if attention else ["Nothing needs your attention.", ""])
+        + [line for r in reports for line in r.lines()]
+    )
     (course / "grading_report.md").write_text(text)
     print(text)
-    return 1 if any(r.missing for r in reports) else 0
+    return 1 if any(r.missing or r.errors for r in reports) else 0
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def _as_array(name: str, value: Any) -> np.ndarray:
         return np.asarray(value)
     if value is None:
         raise GradingError(f"{name}: expected a value but got None. Did the function forget to `return` its result?")
-    raise GradingError(f"{name}: expected a tensor or a number, got an object of type {type(value).__name__}.")
+    kind = repr(value) if type(value).__name__ == "StudentObject" else f"an object of type {type(value).__name__}"
+    raise GradingError(f"{name}: expected a tensor or a number, got {kind}.")
 
 
 def check_close(

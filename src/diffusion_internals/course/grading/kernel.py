@@ -10,8 +10,9 @@ scores 0 and grading goes on. Time is limited per cell by nbgrader (``Execute.ti
     python -m diffusion_internals.course.grading.kernel install  # registers "diffusion-internals-grading" (make setup)
     DIFFUSION_INTERNALS_GRADING_MEMORY_GB=8                 # the limit, read when the kernel starts (default 8)
 
-This is a resource limit, not a sandbox: the kernel still runs with the grader's rights (see the
-README's instructor guide for running autograde in a container).
+This is a resource limit, not a sandbox. `make autograde` does not use this kernel: it grades in the
+sandbox of `diffusion_internals.course.grading.sandbox`. The kernel serves `nbgrader validate` and
+learners who want the same limit on their own machine.
 """
 
 from __future__ import annotations

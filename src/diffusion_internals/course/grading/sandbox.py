@@ -1,0 +1,222 @@
+"""The sandbox one submission runs in: bubblewrap namespaces plus a cgroup for its limits.
+
+Each submission gets its own:
+
+* filesystem view (bubblewrap): the system's /usr, /lib and /etc, this Python and its virtual
+  environment and the course package, all read-only; a private, size-capped writable home (its
+  working folder) and /tmp; a fresh /proc and a minimal /dev. Nothing else exists in it: no
+  solutions/, gradebook, submitted/ or autograded/ folders, no course config, no other student.
+* namespaces: no network (only a loopback of its own), its own process tree (when it ends, the
+  kernel kills every process it started, detached ones included), no new user namespaces.
+* cgroup: a memory limit and a process limit for all of its processes together (cgroup v2, or the
+  v1 memory and pids controllers), removed when it ends. Where the grader cannot create cgroups,
+  `limits_available()` says why and `make autograde` refuses to run unless told `UNSAFE=1`.
+* address-space limit per process (`RLIMIT_AS`, CPU grading only: CUDA needs a large address space,
+  so the GPU path relies on the cgroup alone) and a file-size limit.
+
+bubblewrap comes from Debian's package (`apt-get install bubblewrap`; `.ci/run` installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Limits", "Cgroup", "bwrap_path", "limits_available", "command", "sandbox_problem"]
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: sudo apt-get install -y bubblewrap)"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one submission may use. Times in seconds, sizes in bytes."""
+
+    cell_timeout: float = 300.0
+    notebook_timeout: float = 1800.0
+    memory: int = 8 * 2**30
+    processes: int = 256
+    disk: int = 512 * 2**20  # its writable home and /tmp together
+    output: int = 1 * 2**20  # output kept per notebook
+    threads: int = 1  # torch / BLAS threads inside the sandbox
+    gpu: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("cell_timeout", "notebook_timeout", "memory", "processes", "disk", "output", "threads"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"Limits.{name} must be positive, got {value!r}")
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+class Cgroup:
+    """A cgroup holding one submission's processes, with a memory and a process limit."""
+
+    def __init__(self, memory: int, processes: int) -> None:
+        name = f"diffusion-internals-{uuid.uuid4().hex[:12]}"
+        self.dirs: list[Path] = []
+        if (CGROUP_ROOT / "cgroup.controllers").exists():  # v2 (unified) at the root
+            parent = _v2_parent()
+            folder = parent / name
+            folder.mkdir()
+            self.dirs = [folder]
+            (folder / "memory.max").write_text(str(memory))
+            if (folder / "memory.swap.max").exists():
+                (folder / "memory.swap.max").write_text("0")
+            (folder / "pids.max").write_text(str(processes))
+        else:  # v1: the memory and pids hierarchies
+            memory_dir, pids_dir = CGROUP_ROOT / "memory" / name, CGROUP_ROOT / "pids" / name
+            memory_dir.mkdir()
+            self.dirs.append(memory_dir)
+            pids_dir.mkdir()
+            self.dirs.append(pids_dir)
+            (memory_dir / "memory.limit_in_bytes").write_text(str(memory))
+            swap = memory_dir / "memory.memsw.limit_in_bytes"
+            if swap.exists():
+                try:
+                    swap.write_text(str(memory))
+                except OSError:  # swap accounting off: the memory limit still holds
+                    pass
+            (pids_dir / "pids.max").write_text(str(processes))
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def out_of_memory(self) -> bool:
+        """Whether the kernel killed a process of this cgroup for memory."""
+        for folder in self.dirs:
+            for name in ("memory.events", "memory.oom_control"):
+                path = folder / name
+                if path.exists():
+                    for line in path.read_text().splitlines():
+                        key, _, value = line.partition(" ")
+                        if key == "oom_kill" and int(value or 0) > 0:
+                            return True
+        return False
+
+    def kill_and_remove(self) -> None:
+        for folder in self.dirs:
+            for _ in range(50):
+                pids = [int(p) for p in (folder / "cgroup.procs").read_text().split()] if folder.exists() else []
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(pid, 9)
+                    except ProcessLookupError:
+                        pass
+                import time
+
+                time.sleep(0.02)
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
+def _v2_parent() -> Path:
+    """Where this process may create child cgroups (v2): beside itself, as systemd delegates it."""
+    own = Path("/proc/self/cgroup").read_text().strip().splitlines()[-1].split(":", 2)[2]
+    here = CGROUP_ROOT / own.lstrip("/")
+    return here if os.access(here, os.W_OK) else CGROUP_ROOT
+
+
+def limits_available() -> str | None:
+    """None if this machine can enforce the per-submission limits, else why not (in words)."""
+    if bwrap_path() is None:
+        return f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}"
+    try:
+        Cgroup(2**30, 16).kill_and_remove()
+    except OSError as error:
+        return (
+            f"cannot create a cgroup for the memory and process limits ({error}); run the grader as root "
+            "or with a delegated cgroup (for example `systemd-run --user --scope -p Delegate=yes make autograde`)"
+        )
+    return None
+
+
+def sandbox_problem() -> str | None:
+    """None if a trivial program runs in the sandbox, else bubblewrap's complaint."""
+    import subprocess
+
+    if bwrap_path() is None:
+        return f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}"
+    try:
+        run = subprocess.run(command(Limits(), [sys.executable, "-c", "print(1)"]), capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return str(error)
+    return None if run.returncode == 0 else run.stderr.decode(errors="replace").strip()[-500:]
+
+
+def _read_only_paths() -> list[str]:
+    """The system and this Python, read-only: everything a submission's code may import or read."""
+    import diffusion_internals
+
+    paths = ["/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc"]
+    paths += [sys.prefix, sys.base_prefix, sys.exec_prefix, sysconfig.get_paths()["purelib"]]
+    paths.append(str(Path(diffusion_internals.__file__).resolve().parent))  # the package (an editable install's source)
+    paths += [
+        p for p in sys.path if p and Path(p).is_dir() and not Path(p).resolve().is_relative_to(Path.cwd().resolve())
+    ]
+    seen, out = set(), []
+    for path in paths:
+        real = os.path.realpath(path)
+        if os.path.exists(real) and real not in seen and not any(real.startswith(s + "/") for s in seen):
+            seen.add(real)
+            out.append(real)
+    return sorted(out, key=len)
+
+
+def command(limits: Limits, argv: list[str]) -> list[str]:
+    """The bwrap command line running argv in a fresh sandbox (its home and /tmp are size-capped tmpfs)."""
+    cmd = [
+        bwrap_path() or "bwrap",
+        "--unshare-all",
+        "--unshare-user",
+        "--uid",
+        "1000",
+        "--gid",
+        "1000",
+        "--die-with-parent",
+        "--new-session",
+        "--disable-userns",
+    ]
+    cmd += ["--cap-drop", "ALL"] if os.geteuid() == 0 else []
+    for path in _read_only_paths():
+        cmd += ["--ro-bind", path, path]
+    for link in ("bin", "sbin", "lib", "lib64", "lib32"):  # merged /usr: /bin -> usr/bin
+        if os.path.islink(f"/{link}"):
+            cmd += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
+    cmd += ["--proc", "/proc", "--dev", "/dev"]
+    if limits.gpu:
+        for device in sorted(Path("/dev").glob("nvidia*")):
+            cmd += ["--dev-bind", str(device), str(device)]
+    cmd += ["--size", str(limits.disk // 2), "--tmpfs", "/tmp"]
+    cmd += ["--size", str(limits.disk // 2), "--tmpfs", "/home/student", "--chdir", "/home/student"]
+    cmd += ["--clearenv"]
+    env = {
+        "HOME": "/home/student",
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "MPLBACKEND": "agg",
+        "MPLCONFIGDIR": "/tmp/matplotlib",
+        "DIFFUSION_INTERNALS_GRADING": "1",
+        "OMP_NUM_THREADS": str(limits.threads),
+        "MKL_NUM_THREADS": str(limits.threads),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+    }
+    if limits.gpu and "CUDA_VISIBLE_DEVICES" in os.environ:
+        env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    for key, value in env.items():
+        cmd += ["--setenv", key, value]
+    return cmd + ["--"] + argv
