@@ -147,20 +147,24 @@ def graded_students(course: Path, assignment: str) -> set[str]:
         return {s.student.id for s in gradebook.find_assignment(assignment).submissions}
 
 
-def sanitized(course: Path, assignment: str, student: str, path: Path) -> nbformat.NotebookNode:
-    """The notebook as nbgrader autograde will grade it: its own sanitizing preprocessors, in order."""
-    from nbgrader.coursedir import CourseDirectory
-    from traitlets.config.loader import PyFileConfigLoader
+class Sanitizer:
+    """The notebook as nbgrader autograde will grade it: nbgrader's own sanitizing preprocessors, in order."""
 
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
-    coursedir = CourseDirectory(config=config)
-    nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
-    resources = {
-        "nbgrader": {"db_url": coursedir.db_url, "assignment": assignment, "notebook": path.stem, "student": student}
-    }
-    for preprocessor in config.Autograde.sanitize_preprocessors:
-        nb, resources = preprocessor(config=config).preprocess(nb, resources)
-    return nb
+    def __init__(self, course: Path) -> None:
+        from nbgrader.coursedir import CourseDirectory
+        from traitlets.config.loader import PyFileConfigLoader
+
+        self.config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+        self.db_url = CourseDirectory(config=self.config).db_url
+        self.preprocessors = [p(config=self.config) for p in self.config.Autograde.sanitize_preprocessors]
+
+    def __call__(self, assignment: str, student: str, path: Path) -> nbformat.NotebookNode:
+        nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+        info = {"db_url": self.db_url, "assignment": assignment, "notebook": path.stem, "student": student}
+        resources = {"nbgrader": info}
+        for preprocessor in self.preprocessors:
+            nb, resources = preprocessor.preprocess(nb, resources)
+        return nb
 
 
 def autograde(course: Path, assignment: str, options: argparse.Namespace) -> Report:
@@ -177,17 +181,18 @@ def autograde(course: Path, assignment: str, options: argparse.Namespace) -> Rep
     if options.jobs > 1 and not options.gpu:  # share the cores: each sandbox gets its part for torch's threads
         limits = type(limits)(**{**limits.__dict__, "threads": max(1, (os.cpu_count() or 1) // options.jobs)})
     store = VerdictStore(course / ".grading" / "verdicts")
+    sanitize = Sanitizer(course)
     sandboxed = not options.unsafe
     pending, changed, keys = [], set(), {}
     for student in to_grade:
         for release in released:
             path = course / "submitted" / student / assignment / release.name
-            key = verdict_key(sanitized(course, assignment, student, path), limits, sandboxed)
+            nb = sanitize(assignment, student, path)
+            key = verdict_key(nb, limits, sandboxed)
             keys[(student, release.stem)] = key
             verdict = None if options.force else store.load(assignment, student, release.stem, key)
             graded_before = (course / "autograded" / student / assignment / release.name).exists()
             if verdict is None:
-                nb = sanitized(course, assignment, student, path)
                 pending.append(((student, release.stem), (nbformat.writes(nb), limits.__dict__, sandboxed)))
                 changed.add(student)
             elif not graded_before:

@@ -213,3 +213,65 @@ def test_autograde_refuses_to_run_without_the_sandbox_unless_told(tmp_path, monk
 def test_limits_refuse_nonsense():
     with pytest.raises(ValueError, match="Limits.memory must be positive"):
         Limits(memory=0)
+
+
+def test_the_gpu_sandbox_binds_the_devices_and_leaves_memory_to_the_cgroup(monkeypatch):
+    from diffusion_internals.course.grading import harness, sandbox
+
+    monkeypatch.setattr(sandbox, "gpu_devices", lambda: ["/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"])
+    gpu, cpu = Limits(gpu=True), Limits()
+    cmd = sandbox.command(gpu, ["python"])
+    binds = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--dev-bind"]
+    assert binds == ["/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"]
+    assert "--dev-bind" not in sandbox.command(cpu, ["python"])
+    assert "--unshare-all" in cmd and "--die-with-parent" in cmd  # no network, own process tree, as on the CPU
+    assert harness.runner_argv(gpu, 3, 4)[-1] == "0"  # no RLIMIT_AS on the GPU
+    assert harness.runner_argv(cpu, 3, 4)[-1] == str(cpu.memory)
+
+
+def test_the_sandbox_shows_the_environment_read_only_and_nothing_of_the_course():
+    from support import ROOT
+
+    from diffusion_internals.course.grading import sandbox
+
+    cmd = sandbox.command(Limits(), ["python"])
+    read_only = {cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--ro-bind"}
+    assert not any(arg in ("--bind", "--dev-bind") for arg in cmd)  # nothing of the host is writable
+    assert str(ROOT) not in read_only and str(ROOT / "solutions") not in read_only
+    assert str(ROOT / "src" / "diffusion_internals") in read_only  # the package (editable install), alone
+
+
+def test_every_name_a_test_cell_reads_is_the_set_ups_or_a_graded_answer():
+    """The trusted process has only the set-up cell's names and the learner's answers (harness rules)."""
+    import ast
+    import builtins
+
+    from IPython.core.inputtransformer2 import TransformerManager
+    from support import ROOT
+
+    from diffusion_internals.course.grading.harness import is_test_cell, meta, test_names
+
+    def top_level(source: str) -> set[str]:
+        names = set()
+        for node in ast.parse(TransformerManager().transform_cell(source)).body:
+            for sub in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) else [node]:
+                if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    names.add(sub.name)
+                elif isinstance(sub, ast.Name) and not isinstance(sub.ctx, ast.Load):
+                    names.add(sub.id)
+                elif isinstance(sub, ast.alias):
+                    names.add((sub.asname or sub.name).split(".")[0])
+        return names
+
+    problems = []
+    for path in sorted((ROOT / "solutions").glob("*/*.ipynb")):
+        cells = nbformat.read(path, as_version=4).cells
+        setup = set().union(*[top_level(c.source) for c in cells if meta(c).get("grade_id") == "setup"])
+        answers = set().union(
+            *[top_level(c.source) for c in cells if c.cell_type == "code" and meta(c).get("solution")]
+        )
+        for cell in filter(is_test_cell, cells):
+            stray = test_names(cell.source, setup | set(dir(builtins))) - answers
+            if stray:
+                problems.append(f"{path.parent.name}/{meta(cell)['grade_id']}: {sorted(stray)}")
+    assert not problems, "test cells read names the grader's process does not have:\n" + "\n".join(problems)

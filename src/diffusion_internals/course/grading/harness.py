@@ -114,6 +114,12 @@ class StudentObject:
         return f"<your {self._handle.description}>"
 
 
+def runner_argv(limits: Limits, read_fd: int, write_fd: int) -> list[str]:
+    """The runner's command line; on a GPU no address-space limit (CUDA needs a large one): the cgroup limits memory."""
+    memory = "0" if limits.gpu else str(limits.memory)
+    return [sys.executable, "-m", "diffusion_internals.course.grading.runner", str(read_fd), str(write_fd), memory]
+
+
 class StudentProcess:
     """The runner in its sandbox, and the channel to it."""
 
@@ -121,15 +127,7 @@ class StudentProcess:
         self.limits = limits
         to_runner_r, self._to_runner = os.pipe()
         self._from_runner, from_runner_w = os.pipe()
-        memory = "0" if limits.gpu else str(limits.memory)
-        argv = [
-            sys.executable,
-            "-m",
-            "diffusion_internals.course.grading.runner",
-            str(to_runner_r),
-            str(from_runner_w),
-            memory,
-        ]
+        argv = runner_argv(limits, to_runner_r, from_runner_w)
         self.cgroup = Cgroup(limits.memory, limits.processes) if sandboxed else None
         cmd = command(limits, argv) if sandboxed else argv
         env = dict(os.environ, DIFFUSION_INTERNALS_GRADING="1", MPLBACKEND="agg")
@@ -293,6 +291,11 @@ class StudentProcess:
             pass
 
     def close(self) -> None:
+        """End the process and everything it started; a clean exit first, so its CPU time is accounted."""
+        if self.alive:
+            with contextlib.suppress(Broken, OSError, ValueError, subprocess.TimeoutExpired):
+                wire.send(self, {"op": "shutdown"})
+                self.process.wait(timeout=2)
         self.alive = False
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)

@@ -70,7 +70,9 @@ def verdict_key(nb, limits: Limits, sandboxed: bool) -> str:
     from diffusion_internals import __version__
 
     cells = [[c.cell_type, c.source, meta(c).get("grade_id"), bool(meta(c).get("locked"))] for c in nb.cells]
-    data = [VERSION, __version__, sorted(limits.__dict__.items()), sandboxed, cells]
+    # Not the thread count: it follows JOBS, and a verdict does not depend on it.
+    settings = sorted((k, v) for k, v in limits.__dict__.items() if k != "threads")
+    data = [VERSION, __version__, settings, sandboxed, cells]
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Limits", "Cgroup", "bwrap_path", "limits_available", "command", "sandbox_problem"]
+__all__ = ["Limits", "Cgroup", "bwrap_path", "gpu_devices", "limits_available", "command", "sandbox_problem"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: sudo apt-get install -y bubblewrap)"
@@ -157,6 +157,11 @@ def sandbox_problem() -> str | None:
     return None if run.returncode == 0 else run.stderr.decode(errors="replace").strip()[-500:]
 
 
+def gpu_devices() -> list[str]:
+    """The NVIDIA device files a GPU sandbox needs (/dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm, ...)."""
+    return [str(p) for p in sorted(Path("/dev").glob("nvidia*"))]
+
+
 def _read_only_paths() -> list[str]:
     """The system and this Python, read-only: everything a submission's code may import or read."""
     import diffusion_internals
@@ -198,8 +203,8 @@ def command(limits: Limits, argv: list[str]) -> list[str]:
             cmd += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
     cmd += ["--proc", "/proc", "--dev", "/dev"]
     if limits.gpu:
-        for device in sorted(Path("/dev").glob("nvidia*")):
-            cmd += ["--dev-bind", str(device), str(device)]
+        for device in gpu_devices():
+            cmd += ["--dev-bind", device, device]
     cmd += ["--size", str(limits.disk // 2), "--tmpfs", "/tmp"]
     cmd += ["--size", str(limits.disk // 2), "--tmpfs", "/home/student", "--chdir", "/home/student"]
     cmd += ["--clearenv"]
