@@ -275,3 +275,24 @@ def test_every_name_a_test_cell_reads_is_the_set_ups_or_a_graded_answer():
             if stray:
                 problems.append(f"{path.parent.name}/{meta(cell)['grade_id']}: {sorted(stray)}")
     assert not problems, "test cells read names the grader's process does not have:\n" + "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_frames_forged_by_the_students_code_gain_nothing_and_break_nothing():
+    """The student's code writes answers of every kind, for every request number, to the grader's channel."""
+    forge = (
+        "import json, os, struct, sys\n"
+        "def _frame(header):\n"
+        "    text = json.dumps({**header, 'buffers': []}).encode()\n"
+        "    os.write(int(sys.argv[2]), struct.pack('>I', len(text)) + text)\n"
+        "for _seq in range(1, 40):\n"
+        "    _frame({'op': 'value', 'seq': _seq, 'value': ['tensor', 'float64', [3], 0]})\n"
+        "    _frame({'op': 'done', 'seq': _seq, 'outputs': 7, 'ok': True})\n"
+        "    _frame({'op': 'value', 'seq': _seq, 'value': 2.0})\n"
+        "def twice(x):\n    return 3 * x"
+    )
+    nb = notebook(forge, TEST_TWICE, ("solution", "y = 1"), ("test", "check_equal('one', 1, 1)"))
+    verdict = grade_notebook(nb, FAST, sandboxed=False)
+    assert not verdict.tests["test_2"]["passed"]
+    assert verdict.tests["test_4"]["passed"]  # later cells are still graded
+    assert all(isinstance(outputs, list) for outputs in verdict.outputs.values())

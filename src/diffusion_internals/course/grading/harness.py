@@ -154,6 +154,7 @@ class StudentProcess:
         self.console = bytearray()  # the last bytes the process wrote to its own stdout and stderr
         threading.Thread(target=self._drain, daemon=True).start()
         self.objects: dict[int, Any] = {}
+        self.seq = 0
         self.deadline = time.monotonic() + 120
         self.alive = True
         self._expect("ready")
@@ -234,24 +235,34 @@ class StudentProcess:
         return header
 
     def request(self, header: dict, value: Any = None) -> Any:
-        """Send a request; serve the student's calls back into our objects until the answer comes."""
-        self.send(header, value)
+        """Send a request; serve the student's calls back into our objects until its answer comes.
+
+        Answers carry the request's number: one for an earlier request (a frame the student's code
+        forged, or the late answer to an interrupted cell) is skipped; an answer of the wrong kind
+        breaks the channel (the process is restarted), it never reaches the test.
+        """
+        self.seq += 1
+        seq = self.seq
+        self.send({**header, "seq": seq}, value)
+        expected = ("done",) if header["op"] == "exec" else ("value", "raise")
         while True:
             reply, buffers = self.receive()
             op = reply.get("op")
-            if op == "value":
-                try:
-                    return wire.decode(reply.get("value"), buffers, self._resolve)
-                except wire.WireError as error:
-                    raise StudentError(f"your code returned a value the grader cannot read: {error}") from error
-            if op == "raise":
-                raise StudentError(_student_error(reply))
-            if op == "done":
-                return reply
             if op in ("call", "getattr"):
                 self._serve_callback(reply, buffers)
                 continue
-            raise Broken(f"unexpected message {op!r} from the notebook's process")
+            if reply.get("seq") != seq:
+                continue
+            if op not in expected:
+                raise Broken(f"the notebook's process answered {op!r} to {header['op']!r}")
+            if op == "done":
+                return reply
+            if op == "raise":
+                raise StudentError(_student_error(reply))
+            try:
+                return wire.decode(reply.get("value"), buffers, self._resolve)
+            except wire.WireError as error:
+                raise StudentError(f"your code returned a value the grader cannot read: {error}") from error
 
     def _serve_callback(self, request: dict, buffers: list[bytes]) -> None:
         """The student's code calls one of the objects we passed it (a reference denoiser, say)."""
@@ -273,11 +284,14 @@ class StudentProcess:
                     raise AttributeError(f"the grader's {type(target).__name__} can be called, not its method {name!r}")
             out: list[bytes] = []
             data = wire.encode(result, out, self._refuse_export)
-            wire.send(self, {"op": "value", "value": data}, out)
+            wire.send(self, {"op": "value", "cb": request.get("cb"), "value": data}, out)
         except (Timeout, Broken):
             raise
         except Exception as error:  # what the student's call did wrong goes back to the student's code
-            wire.send(self, {"op": "raise", "ename": type(error).__name__, "evalue": str(error)[:500]})
+            wire.send(
+                self,
+                {"op": "raise", "cb": request.get("cb"), "ename": type(error).__name__, "evalue": str(error)[:500]},
+            )
 
     def _refuse_export(self, obj: Any) -> wire.Handle:
         if isinstance(obj, StudentObject):
@@ -351,34 +365,49 @@ def _error_output(ename: str, message: str) -> dict:
     return {"output_type": "error", "ename": ename, "evalue": message, "traceback": [f"{ename}: {message}"]}
 
 
-def _cap_outputs(outputs: list, budget: list[int]) -> list:
-    """Keep outputs within the notebook's byte budget (budget[0], decremented); errors always kept."""
+def _clean(out: Any) -> dict | None:
+    """An output the student's process sent, rebuilt from checked fields (nbformat must accept it), or None."""
+    if not isinstance(out, dict):
+        return None
+    kind = out.get("output_type")
+    if kind == "stream" and out.get("name") in ("stdout", "stderr") and isinstance(out.get("text"), str):
+        return {"output_type": "stream", "name": out["name"], "text": out["text"]}
+    if kind == "display_data" and isinstance(out.get("data"), dict):
+        data = {
+            k: v for k, v in out["data"].items() if k in ("text/plain", "image/png", "text/html") and isinstance(v, str)
+        }
+        return {"output_type": "display_data", "data": data, "metadata": {}} if data else None
+    if kind == "error":
+        traceback = out.get("traceback")
+        if not isinstance(traceback, list) or not all(isinstance(line, str) for line in traceback):
+            traceback = []
+        return {
+            "output_type": "error",
+            "ename": str(out.get("ename", "Error"))[:200],
+            "evalue": str(out.get("evalue", ""))[:4000],
+            "traceback": traceback[-30:],
+        }
+    return None
+
+
+def _cap_outputs(outputs: Any, budget: list[int]) -> list:
+    """Checked outputs within the notebook's byte budget (budget[0], decremented); errors always kept."""
     kept = []
-    for out in outputs:
-        if not isinstance(out, dict) or out.get("output_type") not in ("stream", "display_data", "error"):
+    for out in outputs if isinstance(outputs, list) else []:
+        out = _clean(out)
+        if out is None:
             continue
         size = len(str(out))
         if out["output_type"] == "error" or size <= budget[0]:
             budget[0] -= min(size, budget[0])
             kept.append(out)
         elif out["output_type"] == "stream" and budget[0] > 1000:
-            text = str(out.get("text", ""))
-            kept.append(
-                {
-                    **out,
-                    "text": text[: budget[0] - 200]
-                    + "\n[output cut: the notebook's output is over the grader's limit]",
-                }
-            )
+            text = out["text"][: budget[0] - 200] + "\n[output cut: the notebook's output is over the grader's limit]"
+            kept.append({**out, "text": text})
             budget[0] = 0
         else:
-            kept.append(
-                {
-                    "output_type": "stream",
-                    "name": "stderr",
-                    "text": "[output cut: the notebook's output is over the grader's limit]\n",
-                }
-            )
+            cut = "[output cut: the notebook's output is over the grader's limit]\n"
+            kept.append({"output_type": "stream", "name": "stderr", "text": cut})
     return kept
 
 
@@ -427,8 +456,9 @@ class _Run:
                     process.interrupt()
                     process.deadline = time.monotonic() + INTERRUPT_GRACE
                     reply = _await_done(process)
+                    outputs = reply.get("outputs")
                     reply["outputs"] = [
-                        *reply.get("outputs", []),
+                        *(outputs if isinstance(outputs, list) else []),
                         _error_output("Timeout", f"this cell did not finish in {timeout:g} s and was interrupted"),
                     ]
                     self.verdict.events.append(f"cell {index + 1}: interrupted after {timeout:g} s")
@@ -449,7 +479,7 @@ class _Run:
                     f"this cell did not finish in {timeout:g} s (twice, ignoring interrupts); "
                     "it was skipped and grading went on"
                 )
-            except Broken as error:
+            except (Broken, StudentError) as error:
                 self.restart()
                 message = f"{error}; grading went on without this cell"
             self.skipped.add(index)
@@ -532,30 +562,51 @@ class _Run:
                 process = self.student_process()
                 process.deadline = time.monotonic() + 30
                 report = process.request({"op": "report"})
-                if isinstance(report, dict):
-                    self.verdict.reference_use["imports"] = report.get("imports", [])[:50]
-                    self.verdict.reference_use["calls"] = dict(list(report.get("calls", {}).items())[:50])
+                self.verdict.reference_use.update(_checked_report(report))
+        except Exception as error:  # a fault of the grader itself: reported, never a quiet zero
+            self.verdict.status = "error"
+            self.verdict.reason = (
+                f"the grader failed on this notebook ({type(error).__name__}: {error}); tell the course team"
+            )
         except Timeout:
             self.verdict.status = "error"
             self.verdict.reason = (
                 f"the notebook did not finish in the {self.limits.notebook_timeout:g} s allowed for a whole notebook; "
                 "the tests after that point did not run"
             )
-            for index, cell in cells:
-                if is_test_cell(cell) and meta(cell).get("grade_id") not in self.verdict.tests:
-                    self.verdict.tests[meta(cell).get("grade_id")] = {"passed": False, "message": self.verdict.reason}
-                    self.verdict.outputs[index] = [_error_output("GradingError", self.verdict.reason)]
         finally:
             self.restart()
             self.verdict.seconds = round(time.monotonic() - start, 2)
+        for index, cell in cells:  # a test that did not run fails with the reason: no output would mean full marks
+            if is_test_cell(cell) and meta(cell).get("grade_id") not in self.verdict.tests:
+                reason = self.verdict.reason or "this test did not run"
+                self.verdict.tests[meta(cell).get("grade_id")] = {"passed": False, "message": reason}
+                self.verdict.outputs[index] = [_error_output("GradingError", reason)]
         return self.verdict
+
+
+def _checked_report(report: Any) -> dict:
+    """The runner's record of reference use, keeping only well-formed entries (the student's process wrote it)."""
+    report = report if isinstance(report, dict) else {}
+    imports, calls = report.get("imports"), report.get("calls")
+    imports = [
+        [item[0], item[1][:200]]
+        for item in (imports if isinstance(imports, list) else [])
+        if isinstance(item, list) and len(item) == 2 and isinstance(item[0], int) and isinstance(item[1], str)
+    ]
+    calls = {
+        k[:200]: v
+        for k, v in (calls if isinstance(calls, dict) else {}).items()
+        if isinstance(k, str) and isinstance(v, int)
+    }
+    return {"imports": imports[:50], "calls": dict(list(calls.items())[:50])}
 
 
 def _await_done(process: StudentProcess) -> dict:
     """After an interrupt: the cell's answer (its KeyboardInterrupt), or Timeout if it never comes."""
     while True:
         reply, buffers = process.receive()
-        if reply.get("op") == "done":
+        if reply.get("op") == "done" and reply.get("seq") == process.seq:
             return reply
         if reply.get("op") in ("call", "getattr"):
             process._serve_callback(reply, buffers)

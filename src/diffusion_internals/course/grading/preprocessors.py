@@ -26,7 +26,7 @@ from pathlib import Path
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
 from traitlets import Bool, Float, Int, Unicode
 
-from diffusion_internals.course.grading.harness import VERSION, Verdict, grade_notebook, meta
+from diffusion_internals.course.grading.harness import VERSION, Verdict, _error_output, grade_notebook, meta
 from diffusion_internals.course.grading.sandbox import Limits
 
 __all__ = ["RestoreHiddenTests", "SandboxedExecute", "HideHiddenTests", "verdict_key", "VerdictStore", "UNSAFE_ENV"]
@@ -153,6 +153,13 @@ def apply_verdict(nb, verdict: Verdict) -> None:
 
         cell.outputs = [from_dict(o) for o in cell.outputs]
         cell.execution_count = index + 1 if index in verdict.outputs else None
+        result = verdict.tests.get(meta(cell).get("grade_id")) if meta(cell).get("grade") else None
+        if meta(cell).get("grade") and not meta(cell).get("solution") and (result is None or not result["passed"]):
+            if not any(
+                o.output_type == "error" for o in cell.outputs
+            ):  # nbgrader scores a test without an error as passed
+                why = result["message"] if result else "this test did not run (see the grading report)"
+                cell.outputs.append(from_dict(_error_output("GradingError", why)))
     nb.metadata["diffusion_internals_grading"] = {
         "status": verdict.status,
         "reason": verdict.reason,

@@ -64,6 +64,9 @@ class Server:
         self.imports: list[list] = []
         self.calls: Counter = Counter()
         self.shell = None
+        self.seq = None  # the number of the grader's request being answered, echoed in the answer
+        self.callbacks = 0
+        self.current_number = 0
         threading.Thread(target=self._read, daemon=True).start()
 
     # --- the channel ---------------------------------------------------------------------------
@@ -105,13 +108,19 @@ class Server:
         except Exception as error:  # a value that cannot cross is an error of the student's function
             self.send_error(error)
             return
-        wire.send(self.out, {"op": op, "value": data}, buffers)
+        wire.send(self.out, {"op": op, "seq": self.seq, "value": data}, buffers)
 
     def send_error(self, error: BaseException) -> None:
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__, limit=-8))
         wire.send(
             self.out,
-            {"op": "raise", "ename": type(error).__name__, "evalue": str(error)[:2000], "traceback": text[-8000:]},
+            {
+                "op": "raise",
+                "seq": self.seq,
+                "ename": type(error).__name__,
+                "evalue": str(error)[:2000],
+                "traceback": text[-8000:],
+            },
         )
 
     def decode(self, data: Any, buffers: list[bytes]) -> Any:
@@ -121,12 +130,17 @@ class Server:
         """Ask the grader to call or read one of its objects; serve its requests until it answers."""
         buffers: list[bytes] = []
         payload = wire.encode([list(args), kwargs], buffers, self._export)
-        wire.send(self.out, {**request, "args": payload}, buffers)
+        self.callbacks += 1
+        number = self.callbacks
+        wire.send(self.out, {**request, "cb": number, "args": payload}, buffers)
         while True:
             header, buffers = self.inbox.get()
-            if header.get("op") == "value":
+            op = header.get("op")
+            if op in ("value", "raise") and header.get("cb") != number:
+                continue  # an answer to another call (stale): not ours
+            if op == "value":
                 return self.decode(header["value"], buffers)
-            if header.get("op") == "raise":
+            if op == "raise":
                 raise RuntimeError(f"the grader's object raised {header.get('ename')}: {header.get('evalue')}")
             self.handle(header, buffers)
 
@@ -140,11 +154,11 @@ class Server:
 
     def handle(self, header: dict, buffers: list[bytes]) -> None:
         op = header.get("op")
+        outer, self.seq = self.seq, header.get("seq")
         try:
             if op == "exec":
-                wire.send(
-                    self.out, {"op": "done", **self.execute(header["source"], header["number"], header["student"])}
-                )
+                done = self.execute(header["source"], header["number"], header["student"])
+                wire.send(self.out, {"op": "done", "seq": self.seq, **done})
             elif op == "get":
                 namespace = self.shell.user_ns
                 if header["name"] not in namespace:
@@ -162,6 +176,8 @@ class Server:
                 raise wire.WireError(f"unknown request {op!r}")
         except BaseException as error:  # the student's exception (or an interrupt) goes back to the grader
             self.send_error(error)
+        finally:
+            self.seq = outer
 
     # --- running student code ------------------------------------------------------------------
     def traced(self, target: Any, args: list, kwargs: dict) -> Any:
@@ -185,7 +201,7 @@ class Server:
         from IPython.utils.capture import capture_output
 
         shell = self.shell
-        shell.execution_count = number
+        shell.execution_count = self.current_number = number
         errors: list[dict] = []
         shell._showtraceback = lambda etype, evalue, stb: errors.append(
             {"output_type": "error", "ename": etype.__name__, "evalue": str(evalue)[:2000], "traceback": _plain(stb)}
@@ -214,7 +230,7 @@ class Server:
 
     def audit(self, event: str, args: tuple) -> None:
         if event == "import" and self.current_cell_is_student and str(args[0]).startswith("diffusion_internals"):
-            self.imports.append([self.shell.execution_count, str(args[0])])
+            self.imports.append([self.current_number, str(args[0])])
 
 
 def _plain(stb: list[str]) -> list[str]:
@@ -256,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def recording_import(name, *args, **kwargs):
         if server.current_cell_is_student and name.startswith("diffusion_internals"):
-            server.imports.append([server.shell.execution_count, name])
+            server.imports.append([server.current_number, name])
         return original_import(name, *args, **kwargs)
 
     builtins.__import__ = recording_import

@@ -19,6 +19,7 @@ bubblewrap comes from Debian's package (`apt-get install bubblewrap`; `.ci/run` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -63,29 +64,30 @@ class Cgroup:
     def __init__(self, memory: int, processes: int) -> None:
         name = f"diffusion-internals-{uuid.uuid4().hex[:12]}"
         self.dirs: list[Path] = []
-        if (CGROUP_ROOT / "cgroup.controllers").exists():  # v2 (unified) at the root
-            parent = _v2_parent()
-            folder = parent / name
-            folder.mkdir()
-            self.dirs = [folder]
-            (folder / "memory.max").write_text(str(memory))
-            if (folder / "memory.swap.max").exists():
-                (folder / "memory.swap.max").write_text("0")
-            (folder / "pids.max").write_text(str(processes))
-        else:  # v1: the memory and pids hierarchies
-            memory_dir, pids_dir = CGROUP_ROOT / "memory" / name, CGROUP_ROOT / "pids" / name
-            memory_dir.mkdir()
-            self.dirs.append(memory_dir)
-            pids_dir.mkdir()
-            self.dirs.append(pids_dir)
-            (memory_dir / "memory.limit_in_bytes").write_text(str(memory))
-            swap = memory_dir / "memory.memsw.limit_in_bytes"
-            if swap.exists():
-                try:
-                    swap.write_text(str(memory))
-                except OSError:  # swap accounting off: the memory limit still holds
-                    pass
-            (pids_dir / "pids.max").write_text(str(processes))
+        try:
+            if (CGROUP_ROOT / "cgroup.controllers").exists():  # v2 (unified)
+                folder = _v2_parent() / name
+                folder.mkdir()
+                self.dirs = [folder]
+                (folder / "memory.max").write_text(str(memory))
+                if (folder / "memory.swap.max").exists():
+                    (folder / "memory.swap.max").write_text("0")
+                (folder / "pids.max").write_text(str(processes))
+            else:  # v1: the memory and pids hierarchies, each under this process's own cgroup (its limits still apply)
+                memory_dir, pids_dir = _v1_parent("memory") / name, _v1_parent("pids") / name
+                memory_dir.mkdir()
+                self.dirs.append(memory_dir)
+                pids_dir.mkdir()
+                self.dirs.append(pids_dir)
+                (memory_dir / "memory.limit_in_bytes").write_text(str(memory))
+                swap = memory_dir / "memory.memsw.limit_in_bytes"
+                if swap.exists():
+                    with contextlib.suppress(OSError):  # swap accounting off: the memory limit still holds
+                        swap.write_text(str(memory))
+                (pids_dir / "pids.max").write_text(str(processes))
+        except OSError:
+            self.kill_and_remove()
+            raise
 
     @property
     def procs_files(self) -> list[str]:
@@ -123,11 +125,40 @@ class Cgroup:
                 pass
 
 
+def _own_cgroup(controller: str) -> str:
+    """This process's cgroup path for a v1 controller ("" for the v2 unified hierarchy)."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return path
+    return "/"
+
+
+def _v1_parent(controller: str) -> Path:
+    """Where to create a submission's v1 cgroup: under this process's own, so that its limits still apply."""
+    here = CGROUP_ROOT / controller / _own_cgroup(controller).lstrip("/")
+    return here if os.access(here, os.W_OK) else CGROUP_ROOT / controller
+
+
 def _v2_parent() -> Path:
-    """Where this process may create child cgroups (v2): beside itself, as systemd delegates it."""
-    own = Path("/proc/self/cgroup").read_text().strip().splitlines()[-1].split(":", 2)[2]
-    here = CGROUP_ROOT / own.lstrip("/")
-    return here if os.access(here, os.W_OK) else CGROUP_ROOT
+    """Where to create a submission's v2 cgroup, with the memory and pids controllers enabled for its children.
+
+    Under this process's own cgroup when it may write there (a systemd scope with Delegate=yes, or
+    root); v2 lets a cgroup hand controllers to children only while it holds no process itself, so
+    this process first moves into a leaf of its own ("grader-<pid>") when it has to.
+    """
+    here = CGROUP_ROOT / _own_cgroup("").lstrip("/")
+    parent = here if os.access(here, os.W_OK) else CGROUP_ROOT
+    wanted = {"memory", "pids"}
+    if not wanted <= set((parent / "cgroup.subtree_control").read_text().split()):
+        try:
+            (parent / "cgroup.subtree_control").write_text("+memory +pids")
+        except OSError:  # busy: processes live in parent itself; move this one into a leaf, then enable
+            leaf = parent / f"grader-{os.getpid()}"
+            leaf.mkdir(exist_ok=True)
+            (leaf / "cgroup.procs").write_text(str(os.getpid()))
+            (parent / "cgroup.subtree_control").write_text("+memory +pids")
+    return parent
 
 
 def limits_available() -> str | None:
