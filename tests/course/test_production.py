@@ -9,14 +9,10 @@ committed checkpoints whose true configuration is recorded in training.json["fla
 from __future__ import annotations
 
 import math
-import os
-import time
 from types import SimpleNamespace
 
-import nbformat
 import pytest
 import torch
-from support import ROOT
 
 from diffusion_internals import schedules
 from diffusion_internals.course import checkpoints, training
@@ -340,59 +336,3 @@ def test_slider_config_guides_with_its_fixes_and_tames_clipping_on_the_client_mo
     plain = CFGDenoiser(denoiser, 7.0, uncond=null)
     # Package numbers (training.json): plain CFG 7 clips 11% of values, the test split none.
     assert clipping_fraction(draw(guided)) < 0.02 < 0.05 < clipping_fraction(draw(plain))
-
-
-# ------------------------------------------------------------------- grading: a wrong diagnosis loses its points
-
-NOTEBOOK = ROOT / "solutions" / "project_c_production" / "project_c_production.ipynb"
-WRONG_DIAGNOSES = {
-    # Believes the model card: no measurement at all.
-    "trusts the config": """
-def diagnose(model, config, x0, class_labels, log_snrs=None, generator=None, sampling_steps=50):
-    return Diagnosis(config["schedule"], config["schedule"], config["prediction_type"], config["prediction_type"], 1.0,
-                     0.0, 0.0, (), {(s, p): 0.0 for s in CANDIDATE_SCHEDULES for p in PREDICTION_TYPES})
-""",
-    # Measures every hypothesis as if the network predicted eps: the prediction type can never be found.
-    "reads every network as eps": None,
-}
-
-
-def wrong_reading_every_network_as_eps(source: str) -> str:
-    body = "\n".join(ln for ln in source.splitlines() if ln.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
-    wrong = body.replace("abar[name], p, class_labels", 'abar[name], "epsilon", class_labels')
-    assert wrong != body
-    return wrong
-
-
-@pytest.mark.slow
-def test_a_wrong_diagnosis_loses_the_diagnosis_points_and_nothing_else():
-    """nbgrader gives a graded code cell its points iff it runs without error; this runs the diagnosis cells so."""
-    from nbclient import NotebookClient
-
-    source = nbformat.read(NOTEBOOK, as_version=4)
-    by_id = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in source.cells}
-    points = {gid: by_id[gid].metadata["nbgrader"]["points"] for gid in ("test_eps_error", "test_diagnose")}
-    assert points == {"test_eps_error": 3, "test_diagnose": 4}
-    WRONG_DIAGNOSES["reads every network as eps"] = wrong_reading_every_network_as_eps(by_id["diagnose"].source)
-    cells = [by_id["setup"], by_id["eps_error"], by_id["test_eps_error"], by_id["diagnose"], by_id["test_diagnose"]]
-    for wrong in WRONG_DIAGNOSES.values():
-        cells += [nbformat.v4.new_code_cell(wrong), by_id["test_diagnose"]]
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c.source) for c in cells])
-    start = time.perf_counter()
-    kernel = os.environ.get("DIFFUSION_INTERNALS_KERNEL", "diffusion-internals-grading")  # as nbgrader_config.py
-    NotebookClient(
-        nb, kernel_name=kernel, timeout=300, allow_errors=True, resources={"metadata": {"path": str(ROOT)}}
-    ).execute()
-    failed = [any(o.output_type == "error" for o in c.outputs) for c in nb.cells]
-    errors = ["".join(o.get("evalue", "") for o in c.outputs if o.output_type == "error") for c in nb.cells]
-    assert not any(failed[:5]), f"the reference solution lost points: {errors[:5]}"
-    score = {"reference": points["test_eps_error"] + points["test_diagnose"]}
-    for k, name in enumerate(WRONG_DIAGNOSES):
-        test_cell = 6 + 2 * k
-        score[name] = points["test_eps_error"] + (0 if failed[test_cell] else points["test_diagnose"])
-        assert failed[test_cell], f"{name}: the diagnosis test passed a wrong diagnosis"
-        assert "expected" in errors[test_cell] and "got" in errors[test_cell], (
-            f"{name}: unhelpful feedback {errors[test_cell]!r}"
-        )
-    assert score == {"reference": 7, "trusts the config": 3, "reads every network as eps": 3}
-    assert time.perf_counter() - start < 240
