@@ -296,3 +296,22 @@ def test_frames_forged_by_the_students_code_gain_nothing_and_break_nothing():
     assert not verdict.tests["test_2"]["passed"]
     assert verdict.tests["test_4"]["passed"]  # later cells are still graded
     assert all(isinstance(outputs, list) for outputs in verdict.outputs.values())
+
+
+@pytest.mark.slow
+def test_a_test_can_expect_the_students_exception_type_and_read_a_graders_object():
+    """`except ValueError` in a test catches the student's ValueError; the student's code may read a model's config."""
+    solution = (
+        "def check_scale(s):\n    if s < 0:\n        raise ValueError('negative scale')\n    return s\n"
+        "def classes(model):\n    return model.config.num_classes + 0"
+    )
+    test = (
+        "import types\n"
+        "try:\n    check_scale(-1)\nexcept ValueError as error:\n    assert 'negative scale' in str(error)\n"
+        "else:\n    raise AssertionError('no ValueError')\n"
+        "class Model:\n    config = types.SimpleNamespace(num_classes=10)\n"
+        "    def __call__(self, x):\n        return x\n"
+        "check_equal('classes(model)', classes(Model()), 10)"
+    )
+    verdict = grade_notebook(notebook(solution, test), FAST, sandboxed=False)
+    assert verdict.tests["test_2"] == {"passed": True, "message": ""}

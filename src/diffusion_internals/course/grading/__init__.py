@@ -71,7 +71,7 @@ def check_close(
         )
     close = np.isclose(got_f, exp_f, rtol=rtol, atol=atol, equal_nan=True)
     if not close.all():
-        diff = np.abs(got_f - exp_f)
+        diff = np.array(np.abs(got_f - exp_f))  # an array even for 0-d values, so it can be masked
         diff[close] = 0.0
         index = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
         index = tuple(int(i) for i in index)

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,7 +259,7 @@ class StudentProcess:
             if op == "done":
                 return reply
             if op == "raise":
-                raise StudentError(_student_error(reply))
+                raise _student_exception(reply)
             try:
                 return wire.decode(reply.get("value"), buffers, self._resolve)
             except wire.WireError as error:
@@ -274,16 +275,16 @@ class StudentProcess:
             if not isinstance(args, list) or not isinstance(kwargs, dict):
                 raise wire.WireError("malformed arguments")
             if request["op"] == "call":
-                result = target(*args, **kwargs)
+                result, export = target(*args, **kwargs), self._export_result
             else:
                 name = request.get("name")
                 if not isinstance(name, str) or name.startswith("_"):
                     raise AttributeError(f"the grader's objects do not show {name!r}")
-                result = getattr(target, name)
+                result, export = getattr(target, name), self._export_attribute
                 if callable(result):
                     raise AttributeError(f"the grader's {type(target).__name__} can be called, not its method {name!r}")
             out: list[bytes] = []
-            data = wire.encode(result, out, self._refuse_export)
+            data = wire.encode(result, out, export)
             wire.send(self, {"op": "value", "cb": request.get("cb"), "value": data}, out)
         except (Timeout, Broken):
             raise
@@ -293,10 +294,21 @@ class StudentProcess:
                 {"op": "raise", "cb": request.get("cb"), "ename": type(error).__name__, "evalue": str(error)[:500]},
             )
 
-    def _refuse_export(self, obj: Any) -> wire.Handle:
+    def _export_result(self, obj: Any) -> wire.Handle:
+        """What calling one of our objects gave (a guided denoiser from a class we passed, say): the student's
+        code may hold it and call it. Modules never leave the grader."""
         if isinstance(obj, StudentObject):
             return self._export(obj)
-        raise TypeError(f"the grader's object returned a {type(obj).__name__}, which cannot be sent")
+        if isinstance(obj, types.ModuleType):
+            raise TypeError("the grader's object gave a module, which the grader does not hand out")
+        return self._export(obj)
+
+    def _export_attribute(self, obj: Any) -> wire.Handle:
+        """What reading an attribute of our objects gave: data to read (a model's config), never something new to
+        call (a method, a submodule, a class, a module's functions): those stay with the grader."""
+        if callable(obj) or isinstance(obj, types.ModuleType):
+            raise TypeError(f"the grader's object gave a {type(obj).__name__}, which the grader does not hand out")
+        return self._export_result(obj)
 
     def interrupt(self) -> None:
         try:
@@ -321,6 +333,18 @@ class StudentProcess:
         for fd in (self._to_runner, self._from_runner):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _student_exception(reply: dict) -> StudentError:
+    """A StudentError that is also of the builtin type the student's code raised (a test may expect a ValueError)."""
+    message, ename = _student_error(reply), str(reply.get("ename", ""))
+    builtin = getattr(builtins, ename, None)
+    if isinstance(builtin, type) and issubclass(builtin, Exception) and not issubclass(builtin, StudentError):
+        try:
+            return type(ename, (StudentError, builtin), {"__str__": lambda self: message})(message)
+        except TypeError:  # a builtin whose layout cannot be combined (OSError, say): the plain StudentError
+            pass
+    return StudentError(message)
 
 
 def _student_error(reply: dict) -> str:
