@@ -167,58 +167,83 @@ class Sanitizer:
         return nb
 
 
-def autograde(course: Path, assignment: str, options: argparse.Namespace) -> Report:
-    """Preflight, grade (in parallel, what changed), nbgrader autograde, record the ungradable, lose nothing."""
-    from diffusion_internals.course.grading.jobs import run_jobs
-    from diffusion_internals.course.grading.preprocessors import VerdictStore, limits_from_env, verdict_key
+@dataclass
+class Batch:
+    """One assignment's part of a run: its report, the verdict keys, the notebooks left to grade."""
+
+    report: Report
+    to_grade: list[str]
+    released: list[Path]
+    keys: dict[tuple[str, str], str] = field(default_factory=dict)
+    pending: list[tuple[tuple[str, str], tuple]] = field(default_factory=list)
+    changed: set[str] = field(default_factory=set)
+
+
+def prepare(course: Path, assignment: str, options: argparse.Namespace, limits, sanitize) -> Batch:
+    """Preflight; the sanitized notebooks whose verdict is not on file (all of them with --force)."""
+    from diffusion_internals.course.grading.preprocessors import VerdictStore, verdict_key
 
     report = Report(assignment)
     preflight(course, assignment, report)
     students = sorted(p.parent.name for p in (course / "submitted").glob(f"*/{assignment}"))
-    to_grade = [s for s in students if s not in report.unreadable]
-    released = sorted((course / "exercises" / assignment).glob("*.ipynb"))
-    limits = limits_from_env(gpu=options.gpu)
-    if options.jobs > 1 and not options.gpu:  # share the cores: each sandbox gets its part for torch's threads
-        limits = type(limits)(**{**limits.__dict__, "threads": max(1, (os.cpu_count() or 1) // options.jobs)})
+    batch = Batch(
+        report,
+        [s for s in students if s not in report.unreadable],
+        sorted((course / "exercises" / assignment).glob("*.ipynb")),
+    )
     store = VerdictStore(course / ".grading" / "verdicts")
-    sanitize = Sanitizer(course)
     sandboxed = not options.unsafe
-    pending, changed, keys = [], set(), {}
-    for student in to_grade:
-        for release in released:
+    for student in batch.to_grade:
+        for release in batch.released:
             path = course / "submitted" / student / assignment / release.name
             nb = sanitize(assignment, student, path)
-            key = verdict_key(nb, limits, sandboxed)
-            keys[(student, release.stem)] = key
+            key = batch.keys[(student, release.stem)] = verdict_key(nb, limits, sandboxed)
             verdict = None if options.force else store.load(assignment, student, release.stem, key)
-            graded_before = (course / "autograded" / student / assignment / release.name).exists()
             if verdict is None:
-                pending.append(((student, release.stem), (nbformat.writes(nb), limits.__dict__, sandboxed)))
-                changed.add(student)
-            elif not graded_before:
-                changed.add(student)
+                batch.pending.append(((student, release.stem), (nbformat.writes(nb), limits.__dict__, sandboxed)))
+                batch.changed.add(student)
+            elif not (course / "autograded" / student / assignment / release.name).exists():
+                batch.changed.add(student)
+    print(f"{assignment}: {len(batch.pending)} notebook(s) of {len(batch.to_grade)} submission(s) to grade", flush=True)
+    return batch
+
+
+def grade_all(course: Path, batches: list[Batch], options: argparse.Namespace) -> None:
+    """Grade every pending notebook of every assignment in one pool of jobs; store each verdict as it comes."""
+    from diffusion_internals.course.grading.harness import Verdict
+    from diffusion_internals.course.grading.jobs import run_jobs
+    from diffusion_internals.course.grading.preprocessors import VerdictStore
+
+    store = VerdictStore(course / ".grading" / "verdicts")
+    work = [(batch, who, payload) for batch in batches for who, payload in batch.pending]
 
     def save(index: int, verdict_json: dict) -> None:
-        from diffusion_internals.course.grading.harness import Verdict
-
-        (student, notebook), _ = pending[index]
+        batch, (student, notebook), _ = work[index]
+        assignment = batch.report.assignment
         verdict = Verdict.from_json(verdict_json)
         if verdict.reason and verdict.reason.startswith("the grading job failed"):
-            report.errors[student] = verdict.reason  # not stored: the next run tries again
+            batch.report.errors[student] = verdict.reason  # not stored: the next run tries again
             return
-        store.save(assignment, student, notebook, keys[(student, notebook)], verdict)
+        store.save(assignment, student, notebook, batch.keys[(student, notebook)], verdict)
         print(f"  graded {student}/{assignment}/{notebook} in {verdict.seconds:.1f} s", flush=True)
 
-    print(f"{assignment}: grading {len(pending)} notebook(s) of {len(to_grade)} submission(s)", flush=True)
-    run_jobs([payload for _, payload in pending], jobs=options.jobs, scheduler=options.scheduler, on_result=save)
+    run_jobs([payload for _, _, payload in work], jobs=options.jobs, scheduler=options.scheduler, on_result=save)
+
+
+def finish(course: Path, batch: Batch, options: argparse.Namespace, limits) -> Report:
+    """nbgrader autograde for the changed students (it takes the verdicts), then check that nothing is lost."""
+    from diffusion_internals.course.grading.preprocessors import VerdictStore
+
+    report, to_grade, released, keys, changed = batch.report, batch.to_grade, batch.released, batch.keys, batch.changed
+    assignment = report.assignment
+    store = VerdictStore(course / ".grading" / "verdicts")
     report.regraded, report.reused = len(changed), len(to_grade) - len(changed)
     environment = dict(os.environ, DIFFUSION_INTERNALS_VERDICTS=str(store.root))
     if options.unsafe:
         environment["DIFFUSION_INTERNALS_UNSAFE_NO_SANDBOX"] = "1"
     if options.gpu:
         environment["DIFFUSION_INTERNALS_GRADING_GPU"] = "1"
-    if options.jobs > 1 and not options.gpu:
-        environment["DIFFUSION_INTERNALS_GRADING_THREADS"] = str(limits.threads)
+    environment["DIFFUSION_INTERNALS_GRADING_THREADS"] = str(limits.threads)
     exclude = sorted(set(report.unreadable) | (set(to_grade) - changed))
     if changed:
         command = [sys.executable, "-m", "nbgrader", "autograde", assignment, "--force"]
@@ -291,7 +316,17 @@ def main(argv: list[str] | None = None) -> int:
     # From the release, not solutions/: grading needs no hidden tests on disk (nbgrader restores them from
     # gradebook.db), so a grading machine may hold a copy of the course without solutions/.
     assignments = args.assignments or sorted(p.name for p in (course / "exercises").iterdir() if p.is_dir())
-    reports = [autograde(course, a, args) for a in assignments if any((course / "submitted").glob(f"*/{a}"))]
+    from diffusion_internals.course.grading.preprocessors import limits_from_env
+
+    limits = limits_from_env(gpu=args.gpu)
+    if args.jobs > 1 and not args.gpu:  # share the cores: each sandbox gets its part for torch's threads
+        limits = type(limits)(**{**limits.__dict__, "threads": max(1, (os.cpu_count() or 1) // args.jobs)})
+    sanitize = Sanitizer(course)
+    batches = [
+        prepare(course, a, args, limits, sanitize) for a in assignments if any((course / "submitted").glob(f"*/{a}"))
+    ]
+    grade_all(course, batches, args)
+    reports = [finish(course, batch, args, limits) for batch in batches]
     attention = [line for r in reports for line in r.attention()]
     text = "\n".join(
         ["# Grading report", ""]

@@ -1,8 +1,8 @@
 """Plausible learner mistakes for assignment 01 (the forward process), each losing the points of exactly one test cell.
 
 Each entry replaces the solution cell `cell` of solutions/01_forward_process/forward_process.ipynb by `source`
-(what a learner might write) and names the test cells that must fail (`fails`). Checked with a tool that
-runs the solved notebook with its hidden tests once per mistake.
+(what a learner might write) and names the test cells that must fail (`fails`). Graded in the sandbox,
+once per mistake, by tests/course/test_mistakes.py.
 """
 
 LINEAR = """def linear_betas(num_steps, beta_start=1e-4, beta_end=0.02):

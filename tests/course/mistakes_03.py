@@ -1,8 +1,8 @@
 """Plausible learner mistakes for assignment 03 (DDPM and DDIM), each losing the points of exactly one test cell.
 
 Each entry replaces the solution cell `cell` of solutions/03_ddpm_ddim/ddpm_ddim.ipynb by `source`
-(what a learner might write) and names the test cells that must fail (`fails`). Checked with a tool that
-runs the solved notebook with its hidden tests once per mistake.
+(what a learner might write) and names the test cells that must fail (`fails`). Graded in the sandbox,
+once per mistake, by tests/course/test_mistakes.py.
 """
 
 

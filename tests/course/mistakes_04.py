@@ -1,8 +1,8 @@
 """Plausible learner mistakes for assignment 04 (ODE samplers), each losing the points of exactly one test cell.
 
 Each entry replaces the solution cell `cell` of solutions/04_ode_samplers/ode_samplers.ipynb by `source`
-(what a learner might write) and names the test cells that must fail (`fails`). Checked with a tool that
-runs the solved notebook with its hidden tests once per mistake.
+(what a learner might write) and names the test cells that must fail (`fails`). Graded in the sandbox,
+once per mistake, by tests/course/test_mistakes.py.
 """
 
 KARRAS = "def karras_sigmas(n, sigma_min, sigma_max, rho=7.0):\n"

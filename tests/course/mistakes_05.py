@@ -1,6 +1,6 @@
 """Plausible learner mistakes in assignment 05: each replaces one solution cell and must fail exactly `fails`.
 
-Read by the course's notebook checks (and tests/course/test_assignment_05.py): every mistake loses the points of
+Graded in the sandbox by tests/course/test_mistakes.py: every mistake loses the points of
 one graded cell, never more, because each test cell grades one function or class on reference inputs.
 """
 

@@ -1,8 +1,8 @@
 # ruff: noqa: E501 (the sources are notebook cells, whose docstrings run long)
 """Plausible wrong answers to Project B, each of which must lose the points of exactly one test cell.
 
-Format of /tmp/di/check_nb.py's mistakes mode: MISTAKES = [dict(name, cell, source, fails)], where `cell` is the
-grade_id of the solution cell replaced by `source` and `fails` the test cells that must fail.
+Graded in the sandbox by tests/course/test_mistakes.py. MISTAKES = [dict(name, cell, source, fails)],
+where `cell` is the grade_id of the solution cell replaced by `source` and `fails` the test cells that must fail.
 """
 
 MISTAKES = [

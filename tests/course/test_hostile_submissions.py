@@ -25,13 +25,13 @@ from pathlib import Path
 import nbformat
 import pytest
 from hostile import ASSIGNMENT, CASES, LINEAR, NOTEBOOK, RENAMED, Maker, expected, write_submissions, write_targets
-from support import BIN, ROOT, course_env, run
+from support import BIN, ROOT, course_env, requires_sandbox, run
 from traitlets.config.loader import PyFileConfigLoader
 
 NBGRADER = [str(BIN / "python"), "-m", "nbgrader"]
 CELL_TIMEOUT = 15
 MEMORY_GB = 4
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, requires_sandbox()]
 AT_MOST = {"forged_garbage", "forged_value", "forged_done"}  # a broken channel may cost more points, never gain any
 # Grader bug (harness.py): a frame forged out of turn (a "value" while the grader waits for "done", or a
 # desynchronised "raise") escapes grade_notebook as AttributeError / StudentError, so the notebook is reported
