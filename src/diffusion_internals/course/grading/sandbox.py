@@ -227,6 +227,8 @@ def command(limits: Limits, argv: list[str]) -> list[str]:
         "--disable-userns",
     ]
     cmd += ["--cap-drop", "ALL"] if os.geteuid() == 0 else []
+    # /tmp first: the read-only binds below may lie under it (a course cloned into /tmp) and must stay visible.
+    cmd += ["--size", str(limits.disk // 2), "--tmpfs", "/tmp"]
     for path in _read_only_paths():
         cmd += ["--ro-bind", path, path]
     for link in ("bin", "sbin", "lib", "lib64", "lib32"):  # merged /usr: /bin -> usr/bin
@@ -236,7 +238,6 @@ def command(limits: Limits, argv: list[str]) -> list[str]:
     if limits.gpu:
         for device in gpu_devices():
             cmd += ["--dev-bind", device, device]
-    cmd += ["--size", str(limits.disk // 2), "--tmpfs", "/tmp"]
     cmd += ["--size", str(limits.disk // 2), "--tmpfs", "/home/student", "--chdir", "/home/student"]
     cmd += ["--clearenv"]
     env = {
