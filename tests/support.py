@@ -153,6 +153,6 @@ def requires_sandbox():
     import pytest
 
     if os.environ.get("DIFFUSION_INTERNALS_REQUIRE_SANDBOX") == "1":
-        return pytest.mark.usefixtures()
+        return pytest.mark.skipif(False, reason="the sandbox is required here")
     problem = sandbox_problem()
     return pytest.mark.skipif(problem is not None, reason=f"the grader's sandbox is unavailable: {problem}")
