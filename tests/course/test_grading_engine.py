@@ -150,7 +150,7 @@ def test_what_goes_wrong_in_the_students_code_is_said_in_the_feedback(solution, 
 
 @pytest.mark.slow
 def test_a_cell_past_its_time_is_interrupted_and_the_notebook_goes_on():
-    limits = Limits(cell_timeout=2, notebook_timeout=120)
+    limits = Limits(cell_timeout=8, notebook_timeout=120)  # the set-up cell (torch) must fit, even on a busy machine
     nb = notebook(
         "import time\nwhile True:\n    time.sleep(0.01)",
         "check_equal('one', 1, 1)",
@@ -159,7 +159,7 @@ def test_a_cell_past_its_time_is_interrupted_and_the_notebook_goes_on():
     )
     verdict = grade_notebook(nb, limits, sandboxed=False)
     assert verdict.status == "graded"
-    assert "did not finish in 2 s and was interrupted" in str(verdict.outputs[1])
+    assert "did not finish in 8 s and was interrupted" in str(verdict.outputs[1])
     assert verdict.tests["test_4"]["passed"]
 
 
