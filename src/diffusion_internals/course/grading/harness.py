@@ -385,7 +385,7 @@ class Verdict:
         return cls(**fields)
 
 
-def _error_output(ename: str, message: str) -> dict:
+def error_output(ename: str, message: str) -> dict:
     return {"output_type": "error", "ename": ename, "evalue": message, "traceback": [f"{ename}: {message}"]}
 
 
@@ -483,7 +483,7 @@ class _Run:
                     outputs = reply.get("outputs")
                     reply["outputs"] = [
                         *(outputs if isinstance(outputs, list) else []),
-                        _error_output("Timeout", f"this cell did not finish in {timeout:g} s and was interrupted"),
+                        error_output("Timeout", f"this cell did not finish in {timeout:g} s and was interrupted"),
                     ]
                     self.verdict.events.append(f"cell {index + 1}: interrupted after {timeout:g} s")
                 self.verdict.outputs[index] = _cap_outputs(reply.get("outputs", []), self.budget)
@@ -507,7 +507,7 @@ class _Run:
                 self.restart()
                 message = f"{error}; grading went on without this cell"
             self.skipped.add(index)
-            self.verdict.outputs[index] = [_error_output("GradingError", message)]
+            self.verdict.outputs[index] = [error_output("GradingError", message)]
             self.verdict.events.append(f"cell {index + 1}: {message}")
             return
 
@@ -561,7 +561,7 @@ class _Run:
             [{"output_type": "stream", "name": "stdout", "text": printed.getvalue()}] if printed.getvalue() else []
         )
         if not result["passed"]:
-            outputs.append(_error_output("GradingError", result["message"]))
+            outputs.append(error_output("GradingError", result["message"]))
         self.verdict.outputs[index] = _cap_outputs(outputs, self.budget)
 
     def grade(self) -> Verdict:
@@ -605,7 +605,7 @@ class _Run:
             if is_test_cell(cell) and meta(cell).get("grade_id") not in self.verdict.tests:
                 reason = self.verdict.reason or "this test did not run"
                 self.verdict.tests[meta(cell).get("grade_id")] = {"passed": False, "message": reason}
-                self.verdict.outputs[index] = [_error_output("GradingError", reason)]
+                self.verdict.outputs[index] = [error_output("GradingError", reason)]
         return self.verdict
 
 

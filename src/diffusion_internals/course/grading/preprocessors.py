@@ -26,7 +26,7 @@ from pathlib import Path
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
 from traitlets import Bool, Float, Int, Unicode
 
-from diffusion_internals.course.grading.harness import VERSION, Verdict, _error_output, grade_notebook, meta
+from diffusion_internals.course.grading.harness import VERSION, Verdict, error_output, grade_notebook, meta
 from diffusion_internals.course.grading.sandbox import Limits
 
 __all__ = ["RestoreHiddenTests", "SandboxedExecute", "HideHiddenTests", "verdict_key", "VerdictStore", "UNSAFE_ENV"]
@@ -159,7 +159,7 @@ def apply_verdict(nb, verdict: Verdict) -> None:
                 o.output_type == "error" for o in cell.outputs
             ):  # nbgrader scores a test without an error as passed
                 why = result["message"] if result else "this test did not run (see the grading report)"
-                cell.outputs.append(from_dict(_error_output("GradingError", why)))
+                cell.outputs.append(from_dict(error_output("GradingError", why)))
     nb.metadata["diffusion_internals_grading"] = {
         "status": verdict.status,
         "reason": verdict.reason,
