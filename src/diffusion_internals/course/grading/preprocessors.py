@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Unicode
 
 from diffusion_internals.course.grading.harness import VERSION, Verdict, error_output, grade_notebook, meta
 from diffusion_internals.course.grading.sandbox import Limits
@@ -122,8 +122,6 @@ class SandboxedExecute(NbGraderPreprocessor):
         config=True
     )
     unsafe = Bool(False, help="run student code without the sandbox (the report says so)").tag(config=True)
-    cell_timeout = Float(0, help="seconds per cell (0: DIFFUSION_INTERNALS_CELL_TIMEOUT or 300)").tag(config=True)
-    processes = Int(0).tag(config=True)
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
