@@ -664,9 +664,10 @@ def test_latency_benchmark_quick_run_on_the_cpu(tmp_path):
 # ----------------------------------------------------------------------------- grading on a GPU
 
 
-def test_autograde_gpu_target_sets_what_nbgrader_config_reads(monkeypatch):
-    # make -n prints the recipe without running it; nbgrader_config.py, run with that environment, is the oracle.
-    from traitlets.config import Config
+def test_autograde_gpu_target_sets_what_the_grader_reads(monkeypatch):
+    # make -n prints the recipe without running it; the grader's own limits_from_env, run with that
+    # environment and the --gpu flag the recipe passes, is the oracle.
+    from diffusion_internals.course.grading.preprocessors import limits_from_env
 
     done = subprocess.run(
         ["make", "-n", "autograde-gpu", "GPU_DEVICES=3", "GPU_CELL_TIMEOUT=1234"],
@@ -680,14 +681,14 @@ def test_autograde_gpu_target_sets_what_nbgrader_config_reads(monkeypatch):
     grading = [line for line in recipe.splitlines() if "scripts/autograde.py" in line]
     check = [line for line in recipe.splitlines() if "torch.cuda.is_available()" in line]
     assert len(grading) == 1 and len(check) == 1 and recipe.index(check[0]) < recipe.index(grading[0])
-    env = dict(word.split("=", 1) for word in grading[0].split() if "=" in word and word.split("=")[0].isupper())
+    words = grading[0].split()
+    env = dict(word.split("=", 1) for word in words if "=" in word and word.split("=")[0].isupper())
     assert env["CUDA_VISIBLE_DEVICES"] == "3" and "CUDA_VISIBLE_DEVICES=3" in check[0]
+    assert "--gpu" in words, "autograde-gpu must ask the grader to bind the GPU into the sandbox"
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    config = Config()
-    path = ROOT / "nbgrader_config.py"
-    exec(compile(path.read_text(), str(path), "exec"), {"get_config": lambda: config, "__file__": str(path)})
-    assert config.Execute.timeout == 1234 and config.Execute.kernel_name == "diffusion-internals"
+    limits = limits_from_env(gpu="--gpu" in words)
+    assert limits.cell_timeout == 1234 and limits.gpu
 
 
 # ----------------------------------------------------------------------------- on a GPU
