@@ -139,6 +139,8 @@ def test_the_students_code_calls_back_into_the_graders_objects():
         ("def twice(x):\n    raise ValueError('not yet')", "your code raised ValueError: not yet"),
         ("def twice(x):\n    return object()", "expected a tensor or a number"),
         ("x = 1", "`twice` is not defined in your notebook"),
+        # the student's own NameError (a typo, a helper from a cell that failed) is theirs, not the grader's
+        ("def twice(x):\n    return helper(x)", "your code raised NameError: name 'helper' is not defined"),
         ("def twice(x):\n    import os\n    os._exit(3)", "ended (exit status 3)"),
     ],
 )
@@ -146,6 +148,7 @@ def test_what_goes_wrong_in_the_students_code_is_said_in_the_feedback(solution, 
     verdict = grade_notebook(notebook(solution, TEST_TWICE), FAST, sandboxed=False)
     assert not verdict.tests["test_2"]["passed"]
     assert message in verdict.tests["test_2"]["message"]
+    assert "grader error" not in verdict.tests["test_2"]["message"]
 
 
 @pytest.mark.slow

@@ -33,9 +33,6 @@ CELL_TIMEOUT = 15
 MEMORY_GB = 4
 pytestmark = [pytest.mark.slow, requires_sandbox()]
 AT_MOST = {"forged_garbage", "forged_value", "forged_done"}  # a broken channel may cost more points, never gain any
-# Grader bug (harness.py): a frame forged out of turn (a "value" while the grader waits for "done", or a
-# desynchronised "raise") escapes grade_notebook as AttributeError / StudentError, so the notebook is reported
-# NOT GRADED COMPLETELY (exit 1) and is graded again on every run. No score is gained. Empty this set when fixed.
 
 
 def scores(course: Path) -> dict[str, float]:

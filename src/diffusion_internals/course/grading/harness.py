@@ -531,7 +531,9 @@ class _Run:
             with contextlib.redirect_stdout(printed):
                 exec(code, namespace)
             result = {"passed": True, "message": ""}
-        except NameError as error:
+        except (AssertionError, GradingError) as error:  # a failed check, or the student's code raised (StudentError)
+            result = {"passed": False, "message": str(error) or "a check failed"}
+        except NameError as error:  # raised by the test itself: a name the student's process does not have
             name = getattr(error, "name", None)
             if name in missing:
                 message = (
@@ -541,8 +543,6 @@ class _Run:
             else:
                 message = f"the test could not run: {error} (a grader error: tell your instructor)"
             result = {"passed": False, "message": message}
-        except (AssertionError, GradingError) as error:
-            result = {"passed": False, "message": str(error) or "a check failed"}
         except Timeout:
             self.restart()
             if time.monotonic() >= self.end:
