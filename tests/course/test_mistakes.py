@@ -5,15 +5,23 @@ replaced by wrong code) and the test cells each must fail. Every mistake is grad
 submission, the student's cells in the sandbox and the tests in the grader's process, and the set
 of failing test cells must be exactly the listed one: a mistake that costs nothing means a test too
 weak, one that costs two cells means tests that grade one function through another.
+
+The notebooks are graded without the demonstration cells that neither a test nor a learner's answer
+needs (the sweeps and plots that only show results): the tests read only set-up names, learner
+answers and the helpers those use, which the solution case below checks, and the whole notebooks are
+graded by the full-marks test in test_nbgrader.py. That keeps this module to a few minutes.
 """
 
 from __future__ import annotations
 
+import builtins
 import copy
 import importlib
+import symtable
 
 import nbformat
 import pytest
+from IPython.core.inputtransformer2 import TransformerManager
 from support import ROOT, requires_sandbox
 
 from diffusion_internals.course.grading.harness import is_test_cell, meta
@@ -49,27 +57,66 @@ def graded_notebook(assignment: str) -> nbformat.NotebookNode:
     return nb
 
 
-@pytest.mark.parametrize("assignment", sorted(TABLES))
-def test_each_mistake_fails_exactly_its_test_cells_and_the_solution_fails_none(assignment):
+def names(source: str) -> tuple[set[str], set[str]]:
+    """The names a cell binds at top level, and the global names it reads that it does not bind itself
+    (from function bodies and comprehensions too: symtable resolves their scopes)."""
+    top = symtable.symtable(TransformerManager().transform_cell(source), "<cell>", "exec")
+    bound = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    read = {s.get_name() for s in top.get_symbols() if s.is_referenced()}
+    tables = list(top.get_children())
+    while tables:
+        table = tables.pop()
+        tables += table.get_children()
+        read |= {s.get_name() for s in table.get_symbols() if s.is_global() and s.is_referenced()}
+    return bound, read - bound - set(dir(builtins))
+
+
+def needed_cells(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """nb without the code cells that no test, answer or set-up needs, directly or through another kept cell."""
+    code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    kept = {i for i, c in code if meta(c).get("grade_id") == "setup" or meta(c).get("solution") or is_test_cell(c)}
+    info = {i: names(c.source) for i, c in code}
+    while more := {i for i, _ in code if i not in kept and info[i][0] & set().union(*(info[k][1] for k in kept))}:
+        kept |= more
+    nb = copy.deepcopy(nb)
+    nb.cells = [c for i, c in enumerate(nb.cells) if c.cell_type != "code" or i in kept]
+    return nb
+
+
+def cases(assignment: str) -> list[tuple[str, nbformat.NotebookNode, set[str]]]:
+    """(name, notebook, the test cells it must fail): the solution first, then each listed mistake."""
     mistakes = importlib.import_module(TABLES[assignment]).MISTAKES
     assert len(mistakes) >= MINIMUM[assignment]
-    base = graded_notebook(assignment)
+    base = needed_cells(graded_notebook(assignment))
     tests = {meta(c)["grade_id"] for c in base.cells if is_test_cell(c)}
-    cases = [("the solution", base, set())]
+    found = [("the solution", base, set())]
     for mistake in mistakes:
         nb = copy.deepcopy(base)
         cells = [c for c in nb.cells if meta(c).get("grade_id") == mistake["cell"] and meta(c).get("solution")]
         assert len(cells) == 1, f"{mistake['name']}: no solution cell {mistake['cell']!r}"
         assert set(mistake["fails"]) <= tests and mistake["fails"], mistake["name"]
         cells[0].source = mistake["source"]
-        cases.append((mistake["name"], nb, set(mistake["fails"])))
+        found.append((mistake["name"], nb, set(mistake["fails"])))
+    return found
+
+
+@pytest.fixture(scope="module")
+def verdicts() -> dict[str, list[dict]]:
+    """Every case of every table graded in one pool of two workers (no idle core between tables)."""
     limits = Limits(cell_timeout=120, notebook_timeout=600)
+    jobs = [(assignment, nb) for assignment in sorted(TABLES) for _, nb, _ in cases(assignment)]
     results: dict[int, dict] = {}
-    payloads = [(nbformat.writes(nb), limits.__dict__, True) for _, nb, _ in cases]
-    run_jobs(payloads, jobs=2, on_result=results.__setitem__)
+    run_jobs([(nbformat.writes(nb), limits.__dict__, True) for _, nb in jobs], jobs=2, on_result=results.__setitem__)
+    graded: dict[str, list[dict]] = {a: [] for a in TABLES}
+    for index, (assignment, _) in enumerate(jobs):
+        graded[assignment].append(results[index])
+    return graded
+
+
+@pytest.mark.parametrize("assignment", sorted(TABLES))
+def test_each_mistake_fails_exactly_its_test_cells_and_the_solution_fails_none(assignment, verdicts):
     problems = []
-    for index, (name, _, expected) in enumerate(cases):
-        verdict = results[index]
+    for (name, _, expected), verdict in zip(cases(assignment), verdicts[assignment], strict=True):
         failed = {grade_id for grade_id, r in verdict["tests"].items() if not r["passed"]}
         if verdict["status"] != "graded" or failed != expected:
             messages = {g: verdict["tests"][g]["message"][:200] for g in failed}
