@@ -39,12 +39,16 @@ setup: $(STAMP)
 
 # Executed build; execution is cached in _build/.jupyter_cache, so a rebuild with no
 # changed chapter only re-renders.
+# scripts/execute_book.py first runs the chapters into the build's cache, one per core (the build alone runs them
+# one after another); the build then renders from the cache.
 book: $(STAMP)
+	$(BIN)/python scripts/execute_book.py
 	$(BIN)/jupyter-book build . --keep-going
 	@echo "Open _build/html/index.html"
 
 # What CI checks: every page re-read, warnings are errors (execution still cached).
 book-strict: $(STAMP)
+	$(BIN)/python scripts/execute_book.py
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
 
 # Every executable chapter as a clean .ipynb (no outputs) in _build/notebooks/, the same files the
