@@ -22,9 +22,20 @@ __all__ = ["grade_job", "run_jobs"]
 
 
 def grade_job(notebook_json: str, limits: dict, sandboxed: bool) -> dict:
-    """Grade one sanitized notebook (JSON text); the verdict as JSON-able data."""
+    """Grade one sanitized notebook (JSON text); the verdict as JSON-able data.
+
+    The hidden tests run here with the sandbox's thread count: with torch's default (every core) in
+    each of J workers, J jobs on as many cores oversubscribe them and spin, and grading slows down.
+    """
+    import torch
+
     nb = nbformat.reads(notebook_json, as_version=4)
-    return grade_notebook(nb, Limits(**limits), sandboxed=sandboxed).to_json()
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(limits.get("threads", 1))))
+    try:
+        return grade_notebook(nb, Limits(**limits), sandboxed=sandboxed).to_json()
+    finally:
+        torch.set_num_threads(before)
 
 
 def _failed(error: BaseException) -> dict:
