@@ -101,22 +101,24 @@ def cases(assignment: str) -> list[tuple[str, nbformat.NotebookNode, set[str]]]:
 
 
 @pytest.fixture(scope="module")
-def verdicts() -> dict[str, list[dict]]:
-    """Every case of every table graded in one pool of two workers (no idle core between tables)."""
+def verdicts() -> dict[str, list[tuple[str, set[str], dict]]]:
+    """Every case of every table, (name, expected failures, verdict), graded in one pool of two workers."""
     limits = Limits(cell_timeout=120, notebook_timeout=600)
-    jobs = [(assignment, nb) for assignment in sorted(TABLES) for _, nb, _ in cases(assignment)]
+    jobs = [(assignment, case) for assignment in sorted(TABLES) for case in cases(assignment)]
     results: dict[int, dict] = {}
-    run_jobs([(nbformat.writes(nb), limits.__dict__, True) for _, nb in jobs], jobs=2, on_result=results.__setitem__)
-    graded: dict[str, list[dict]] = {a: [] for a in TABLES}
-    for index, (assignment, _) in enumerate(jobs):
-        graded[assignment].append(results[index])
+    run_jobs(
+        [(nbformat.writes(nb), limits.__dict__, True) for _, (_, nb, _) in jobs], jobs=2, on_result=results.__setitem__
+    )
+    graded: dict[str, list[tuple[str, set[str], dict]]] = {a: [] for a in TABLES}
+    for index, (assignment, (name, _, expected)) in enumerate(jobs):
+        graded[assignment].append((name, expected, results[index]))
     return graded
 
 
 @pytest.mark.parametrize("assignment", sorted(TABLES))
 def test_each_mistake_fails_exactly_its_test_cells_and_the_solution_fails_none(assignment, verdicts):
     problems = []
-    for (name, _, expected), verdict in zip(cases(assignment), verdicts[assignment], strict=True):
+    for name, expected, verdict in verdicts[assignment]:
         failed = {grade_id for grade_id, r in verdict["tests"].items() if not r["passed"]}
         if verdict["status"] != "graded" or failed != expected:
             messages = {g: verdict["tests"][g]["message"][:200] for g in failed}

@@ -29,11 +29,11 @@ def grade_job(notebook_json: str, limits: dict, sandboxed: bool) -> dict:
     """
     import torch
 
-    nb = nbformat.reads(notebook_json, as_version=4)
+    nb, checked = nbformat.reads(notebook_json, as_version=4), Limits(**limits)
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(limits.get("threads", 1))))
+    torch.set_num_threads(checked.threads)
     try:
-        return grade_notebook(nb, Limits(**limits), sandboxed=sandboxed).to_json()
+        return grade_notebook(nb, checked, sandboxed=sandboxed).to_json()
     finally:
         torch.set_num_threads(before)
 
