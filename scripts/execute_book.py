@@ -8,6 +8,9 @@ On 2 cores the chapters take about half the time. A chapter that fails here stay
 build runs it again and reports the error as it always does.
 
     python scripts/execute_book.py [--course DIR]      (make book and the tests call it)
+    python scripts/execute_book.py --only 04_ode_samplers --out /tmp/run   (an author checking one chapter:
+        runs it whether cached or not, writes the executed notebook to /tmp/run/04_ode_samplers.ipynb
+        and prints the error in full; the cache is left alone)
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--course", type=Path, default=Path(__file__).resolve().parents[1], help="the course folder")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="chapters at once (default: cores)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these chapters (file names without .md)")
+    parser.add_argument("--out", type=Path, help="write the executed notebooks here instead of into the cache")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
@@ -86,10 +91,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     aliases = config.get("sphinx", {}).get("config", {}).get("nb_kernel_rgx_aliases", {}) or {}
     cache = get_cache(str(course / (execute_config.get("cache") or "_build/.jupyter_cache")))
+    pages = chapters(course)
+    if args.only:
+        unknown = sorted(set(args.only) - {p.stem for p in pages})
+        if unknown:
+            parser.error(f"--only: no cache-mode chapter named {unknown}; chapters: {[p.stem for p in pages]}")
+        pages = [p for p in pages if p.stem in args.only]
     todo = []
-    for page in chapters(course):
+    for page in pages:
         nb = read(page, aliases)
         try:
+            if args.out is not None:
+                raise KeyError(page)  # an author's run: always execute, never touch the cache
             cache.match_cache_notebook(nb)
         except KeyError:
             todo.append((str(page), nb, execute_config.get("timeout", 30), execute_config.get("allow_errors", False)))
@@ -101,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(min(args.jobs, len(todo))) as pool:
         for (path, _, _, _), (nb, seconds, error) in zip(todo, pool.map(execute, todo), strict=True):
             name = Path(path).name
+            if args.out is not None:
+                args.out.mkdir(parents=True, exist_ok=True)
+                nbformat.write(nb, args.out / f"{Path(path).stem}.ipynb")
+                print(f"execute_book: {name} ran in {seconds:.0f} s" + (f" and FAILED:\n{error}" if error else ""))
+                failed += [name] if error else []
+                continue
             if error is not None:
                 failed.append(name)
                 print(f"execute_book: {name} failed; the build runs it again and reports the error", flush=True)
@@ -110,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                 CacheBundleIn(nb, path, data={"execution_seconds": seconds}), check_validity=False, overwrite=True
             )
             print(f"execute_book: {name} ran in {seconds:.0f} s and is cached", flush=True)
+    if args.out is not None:
+        return 1 if failed else 0
     print(f"execute_book: {len(todo) - len(failed)} of {len(todo)} chapters cached")
     return 0  # the build, not this step, reports a failing chapter
 
