@@ -166,3 +166,99 @@ def test_classifier_accuracy_is_the_fraction_of_argmax_hits():
     labels = torch.tensor([0, 1, 2, 3])
     logits = torch.nn.functional.one_hot(torch.tensor([0, 1, 0, 3]), 4).float()
     assert metrics.classifier_accuracy(torch.zeros(4, 1), labels, lambda x: logits[: len(x)], batch_size=4) == 0.75
+
+
+# ----------------------------------------------------------------------------- KID and the FID interval
+
+
+def direct_unbiased_kid(a: np.ndarray, b: np.ndarray) -> float:
+    """The unbiased MMD^2 written out pair by pair, with scikit-learn's polynomial kernel (gamma 1/D, coef0 1)."""
+    from sklearn.metrics.pairwise import polynomial_kernel
+
+    def k(x, y):
+        return float(polynomial_kernel(x[None], y[None], degree=3, gamma=1 / a.shape[1], coef0=1)[0, 0])
+
+    m, n = len(a), len(b)
+    within_a = sum(k(a[i], a[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    within_b = sum(k(b[i], b[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    between = sum(k(a[i], b[j]) for i in range(m) for j in range(n)) / (m * n)
+    return within_a + within_b - 2 * between
+
+
+@pytest.mark.parametrize("m, n", [(12, 12), (9, 15)])
+def test_kernel_distance_is_the_unbiased_mmd_written_out_pair_by_pair(m, n):
+    a = torch.randn(m, 5, generator=gen(m), dtype=torch.float64)
+    b = torch.randn(n, 5, generator=gen(n + 100), dtype=torch.float64) * 1.3 + 0.4
+    assert metrics.kernel_distance(a, b) == pytest.approx(direct_unbiased_kid(a.numpy(), b.numpy()), rel=1e-10)
+
+
+def test_kernel_distance_is_unbiased_where_the_frechet_distance_is_not():
+    # Two samples of one distribution: KID averages to 0 at any sample size, FID to a positive bias ~ D^2 / n.
+    kids, fids = [], []
+    for seed in range(200):
+        a = torch.randn(40, 8, generator=gen(2 * seed), dtype=torch.float64)
+        b = torch.randn(40, 8, generator=gen(2 * seed + 1), dtype=torch.float64)
+        kids.append(metrics.kernel_distance(a, b))
+        fids.append(metrics.frechet_distance(a, b))
+    kids = torch.tensor(kids)
+    assert abs(float(kids.mean())) < 3 * float(kids.std()) / len(kids) ** 0.5  # 0 within 3 standard errors
+    assert min(fids) > 0 and float(torch.tensor(fids).mean()) > 1.0
+
+
+def test_kernel_distance_sees_a_shift_and_averages_subsets():
+    a = torch.randn(300, 6, generator=gen(1), dtype=torch.float64)
+    b = torch.randn(300, 6, generator=gen(2), dtype=torch.float64)
+    assert metrics.kernel_distance(a, b + 0.5) > 10 * abs(metrics.kernel_distance(a, b))
+    # One subset of every row is the whole-set estimate (the estimate does not depend on the order of rows).
+    whole = metrics.kernel_distance(a, b + 0.5)
+    assert metrics.kernel_distance(a, b + 0.5, subset_size=300, n_subsets=1) == pytest.approx(whole, rel=1e-10)
+    subsets = metrics.kernel_distance(a, b + 0.5, subset_size=100, n_subsets=50, seed=3)
+    assert subsets == pytest.approx(whole, rel=0.2)  # both unbiased estimates of the same MMD^2
+
+
+def test_kid_is_the_kernel_distance_of_extracted_features():
+    images = torch.rand(20, 1, 4, 4, generator=gen(0)) * 2 - 1
+    reference = torch.rand(30, 1, 4, 4, generator=gen(1)) * 2 - 1
+
+    def extractor(x):
+        return x.reshape(len(x), -1)[:, :6] * 2
+
+    expected = metrics.kernel_distance(extractor(images), extractor(reference))
+    assert metrics.kid(images, reference, extractor, batch_size=7) == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_fid_interval_holds_the_spread_of_fresh_samples():
+    # The oracle: FIDs of many fresh sample sets of one distribution against a fixed reference. The bootstrap
+    # sees one sample set only; its interval's half-width must match the fresh sets' spread.
+    dim, n = 4, 300
+    scale = torch.tensor([1.0, 1.2, 0.8, 1.5], dtype=torch.float64)
+    reference = torch.randn(n, dim, generator=gen(0), dtype=torch.float64)
+
+    def draw(seed):
+        return torch.randn(n, dim, generator=gen(seed), dtype=torch.float64) * scale + 0.3
+
+    fresh = torch.tensor([metrics.frechet_distance(draw(s), reference) for s in range(1, 401)])
+    z90 = 1.6449
+    for seed in (1001, 1002, 1003):
+        samples = draw(seed)
+        low, high = metrics.frechet_distance_interval(samples, reference, confidence=0.9, n_resamples=400)
+        estimate = metrics.frechet_distance(samples, reference)
+        assert low <= estimate <= high
+        assert (high - low) / 2 == pytest.approx(z90 * float(fresh.std()), rel=0.35)
+    wider = metrics.frechet_distance_interval(draw(7), reference, confidence=0.99, n_resamples=400)
+    narrower = metrics.frechet_distance_interval(draw(7), reference, confidence=0.5, n_resamples=400)
+    assert wider[1] - wider[0] > narrower[1] - narrower[0]
+
+
+def test_kid_and_interval_check_their_arguments():
+    a, b = torch.randn(10, 3), torch.randn(10, 3)
+    with pytest.raises(ValueError, match="confidence"):
+        metrics.frechet_distance_interval(a, b, confidence=1.5)
+    with pytest.raises(ValueError, match="n_resamples"):
+        metrics.frechet_distance_interval(a, b, n_resamples=1)
+    with pytest.raises(ValueError, match="subset_size"):
+        metrics.kernel_distance(a, b, subset_size=11)
+    with pytest.raises(ValueError, match="same feature dimension"):
+        metrics.kernel_distance(a, torch.randn(10, 4))
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.kernel_distance(a[:1], b)
