@@ -36,6 +36,9 @@ NOTEBOOKS_BRANCH = "notebooks"  # the orphan branch the Pages workflow pushes an
 # The kernelspec of the course's distributed notebooks (the same as the graded notebooks in
 # exercises/): "python3" is the kernel Colab and Binder run; locally, pick the course's kernel.
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+# A number the page's code computes is glued into the prose ({glue:text}`fid_ddim:.2f`); a notebook shows roles
+# as plain text, so the exported notebook names the glued value instead: **[fid_ddim]**.
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`(?:[\w.-]+::)?([\w.-]+)(?::[^`]*)?`")
 GPU_KEYS = ("vram", "run_time")  # required in a page's `gpu:` front matter; `note` is optional
 
 
@@ -164,7 +167,9 @@ def page_to_notebook(path: Path, *, settings: LaunchSettings, source: str) -> nb
         f"({settings.repository_url}/blob/{settings.branch}/{settings.repo_path(source)}) "
         "without its outputs. Its first code cell installs the course package when it is missing. "
         "Directives such as `{admonition}` and roles such as `{cite}` show as plain text here; "
-        "the course site shows them formatted.",
+        "the course site shows them formatted. A number in the text that a cell computes shows here as "
+        "**[its name]**, the name under which the cell that computes it passes it to `glue(...)`; the course "
+        "site shows the value.",
     ]
     if gpu:
         header.append(f"**Needs a GPU.** {gpu} On Colab: *Runtime > Change runtime type > GPU*.")
@@ -174,7 +179,7 @@ def page_to_notebook(path: Path, *, settings: LaunchSettings, source: str) -> nb
         if cell.cell_type == "code":
             cells.append(nbformat.v4.new_code_cell(cell.source, metadata=meta))
         elif cell.cell_type == "markdown":
-            cells.append(nbformat.v4.new_markdown_cell(cell.source, metadata=meta))
+            cells.append(nbformat.v4.new_markdown_cell(GLUE_ROLE.sub(r"**[\1]**", cell.source), metadata=meta))
         else:
             cells.append(nbformat.v4.new_raw_cell(cell.source, metadata=meta))
     for i, cell in enumerate(cells):

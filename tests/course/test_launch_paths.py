@@ -113,6 +113,21 @@ def test_a_page_becomes_a_notebook_with_its_code_cells_in_order_and_no_outputs(t
     assert "book/page.md" in nb.cells[0].source, "the first cell says which page the notebook comes from"
 
 
+def test_glued_numbers_are_named_in_the_notebook_where_roles_would_show_as_plain_text(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "---\nkernelspec:\n  name: python3\n  display_name: Python 3\n---\n\n"
+        "The FID is {glue:text}`fid_ddim:.2f`, the step {glue}`step` and {glue:text}`ch::nfe:d`; "
+        "see {cite}`ho2020`.\n\n"
+        "```{code-cell} ipython3\nglue('fid_ddim', 1.5)\n```\n"
+    )
+    nb = lp.page_to_notebook(page, settings=SETTINGS, source="book/page.md")
+    text = nb.cells[1].source
+    expected = "The FID is **[fid_ddim]**, the step **[step]** and **[nfe]**; see {cite}`ho2020`."
+    assert text.startswith(expected), text
+    assert "glue(...)" in nb.cells[0].source, "the first cell explains the bracketed names"
+
+
 def test_the_same_page_gives_the_same_bytes(tmp_path):
     path = write_page(tmp_path)
     one, two = (nbformat.writes(lp.page_to_notebook(path, settings=SETTINGS, source="book/page.md")) for _ in "12")
