@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) $(PIP_ARGS) --upgrade pip
 	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) $(PIP_ARGS) -e '.[course,test]'
-	# Test oracle only: k-diffusion without its heavy extras (tests import k_diffusion.sampling alone).
+	# k-diffusion without its heavy extras: a test oracle, and chapter 4 runs its samplers (course.kdiffusion).
 	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) --no-deps k-diffusion torchdiffeq torchsde trampoline
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (diffusion-internals)" >/dev/null
 	$(BIN)/python -m diffusion_internals.course.grading.kernel install >/dev/null

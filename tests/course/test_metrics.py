@@ -250,6 +250,28 @@ def test_the_fid_interval_holds_the_spread_of_fresh_samples():
     assert wider[1] - wider[0] > narrower[1] - narrower[0]
 
 
+def test_the_fid_interval_resamples_within_strata_as_runs_with_fixed_class_counts_do():
+    # Each run draws 150 points of each of two well separated classes. Fresh runs never vary the class counts;
+    # a bootstrap across classes does, and overstates the spread; one within classes matches the fresh runs.
+    dim, per_class = 3, 150
+    means = torch.tensor([[3.0, 0.0, 0.0], [-3.0, 0.0, 0.0]], dtype=torch.float64)
+    labels = torch.arange(2).repeat_interleave(per_class)
+
+    def draw(seed):
+        return means[labels] + torch.randn(2 * per_class, dim, generator=gen(seed), dtype=torch.float64)
+
+    reference = draw(0) * 1.1
+    fresh = torch.tensor([metrics.frechet_distance(draw(s), reference) for s in range(1, 401)])
+    target = 1.6449 * float(fresh.std())
+    samples = draw(999)
+    low, high = metrics.frechet_distance_interval(samples, reference, n_resamples=400, strata=labels)
+    plain_low, plain_high = metrics.frechet_distance_interval(samples, reference, n_resamples=400)
+    assert (high - low) / 2 == pytest.approx(target, rel=0.35)
+    assert (plain_high - plain_low) / 2 > 1.5 * target
+    with pytest.raises(ValueError, match="strata"):
+        metrics.frechet_distance_interval(samples, reference, strata=labels[:-1])
+
+
 def test_kid_and_interval_check_their_arguments():
     a, b = torch.randn(10, 3), torch.randn(10, 3)
     with pytest.raises(ValueError, match="confidence"):
