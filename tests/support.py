@@ -3,9 +3,10 @@
 * Subprocesses: ``ROOT``, ``BIN``, ``run`` for tests that run nbgrader or jupyter-book.
 * k-diffusion as an oracle: ``import k_diffusion`` runs its ``__init__``, which pulls in heavy extras (clip,
   skimage, ...), and ``k_diffusion/utils.py`` imports torchvision, which does not import beside the pinned torch.
-  ``import_k_diffusion_sampling`` registers a bare ``k_diffusion`` package (its ``__init__`` never run) and stubs
-  torchvision only while ``k_diffusion.sampling`` is imported; ``import_k_diffusion_external`` then imports the
-  DiscreteSchedule wrappers. k-diffusion is a declared test dependency: if it is missing this raises, it does not skip.
+  ``import_k_diffusion_sampling`` and ``import_k_diffusion_external`` are the course's learner-facing loader,
+  ``diffusion_internals.course.kdiffusion`` (a bare ``k_diffusion`` package, torchvision stubbed only while
+  ``k_diffusion.sampling`` is imported). k-diffusion is a declared test dependency: if it is missing these raise
+  (ImportError with the install command), they do not skip.
 * Toy "trained networks" built from an exact denoiser, written independently of
   ``diffusion_internals.denoisers.DiscreteDenoiser``. A perfect network trained on a VP schedule with training
   sigmas ``sigma_t = sqrt((1 - abar_t) / abar_t)`` sees ``x_in = x / sqrt(1 + sigma_t^2)`` (x = x0 + sigma_t eps)
@@ -16,8 +17,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from diffusion_internals.course import kdiffusion
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -46,45 +47,14 @@ def run(cmd: list[str], cwd: Path, timeout: float = 900) -> subprocess.Completed
     return subprocess.run(cmd, cwd=cwd, env=course_env(), capture_output=True, text=True, timeout=timeout, check=False)
 
 
-_TORCHVISION_STUBS = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
-
-
 def import_k_diffusion_sampling() -> types.ModuleType:
     """Return ``k_diffusion.sampling`` (Karras et al. 2022 reference code) without running k_diffusion/__init__.py."""
-    if "k_diffusion.sampling" in sys.modules:
-        return sys.modules["k_diffusion.sampling"]
-    if "k_diffusion" not in sys.modules:
-        spec = importlib.util.find_spec("k_diffusion")  # finds the package; does not execute it
-        if spec is None or not spec.submodule_search_locations:
-            raise ModuleNotFoundError(
-                "k-diffusion is a test dependency of this course; install it with "
-                "`pip install --no-deps k-diffusion==0.1.1.post1 torchdiffeq torchsde trampoline`"
-            )
-        package = types.ModuleType("k_diffusion")
-        package.__path__ = list(spec.submodule_search_locations)
-        package.__spec__ = spec
-        package.__file__ = spec.origin
-        sys.modules["k_diffusion"] = package
-
-    saved = {name: sys.modules.get(name) for name in _TORCHVISION_STUBS}
-    stubs = {name: types.ModuleType(name) for name in _TORCHVISION_STUBS}
-    stubs["torchvision"].transforms = stubs["torchvision.transforms"]
-    stubs["torchvision.transforms"].functional = stubs["torchvision.transforms.functional"]
-    for name in _TORCHVISION_STUBS:
-        if saved[name] is None:  # never hide a torchvision that is already imported
-            sys.modules[name] = stubs[name]
-    try:
-        return importlib.import_module("k_diffusion.sampling")
-    finally:
-        for name in _TORCHVISION_STUBS:
-            if saved[name] is None:
-                sys.modules.pop(name, None)
+    return kdiffusion.import_sampling()
 
 
 def import_k_diffusion_external() -> types.ModuleType:
     """Return ``k_diffusion.external`` (Karras et al. 2022 reference wrappers) without k_diffusion/__init__.py."""
-    import_k_diffusion_sampling()
-    return importlib.import_module("k_diffusion.external")
+    return kdiffusion.import_external()
 
 
 TARGETS = ("epsilon", "v_prediction", "sample")
