@@ -195,6 +195,43 @@ def test_comparing_at_one_timestep_instead_of_one_noise_level_can_blame_the_wron
     assert min(per_level, key=per_level.get) == "linear", per_level
 
 
+def test_an_exact_cosine_network_is_named_cosine_at_fixed_noise_levels_and_not_at_one_timestep():
+    # The Bayes-optimal eps network of x0 ~ N(0, d^2 I), d = 0.5, built on the cosine schedule, against the closed
+    # form of its error: eps_hat = k x with k = sqrt(1 - a) / (a d^2 + 1 - a) for the alpha_bar a it is told, shown
+    # an input at alpha_bar b, has E|eps_hat - eps|^2 = k^2 b d^2 + (k sqrt(1 - b) - 1)^2 per dimension. At fixed
+    # noise levels (each candidate names its timestep) the comparison names cosine at every level. At one timestep
+    # each candidate shows the network a different level, and the eps-loss floor SNR d^2 / (1 + SNR d^2) rises with
+    # the SNR: at t = 200 and t = 600 a schedule with less signal there wins (chapter 7, issue 20).
+    d = 0.5
+    net, _, _ = gaussian_case("cosine", "epsilon")
+    x0 = d * torch.randn(4096, 4, generator=gen(5))
+    noise = torch.randn(x0.shape, generator=gen(6))
+    abar = {name: schedules.alphas_cumprod(schedules.make_betas(name, 1000)) for name in CANDIDATE_SCHEDULES}
+    alpha_bars = torch.sigmoid(DEFAULT_LOG_SNRS)
+
+    def exact(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        k = (1 - a).sqrt() / (a * d**2 + 1 - a)
+        return k**2 * b * d**2 + (k * (1 - b).sqrt() - 1) ** 2
+
+    closed, measured = {}, {}
+    for name in CANDIDATE_SCHEDULES:
+        told = abar["cosine"][[timestep_for(a, abar[name]) for a in alpha_bars.tolist()]]  # what the network assumes
+        closed[name] = exact(told, alpha_bars)
+        measured[name] = eps_error_by_noise_level(net, x0, noise, alpha_bars, abar[name])
+        torch.testing.assert_close(measured[name], closed[name], rtol=0.05, atol=2e-4)
+    levels = torch.stack([closed[name] for name in CANDIDATE_SCHEDULES])  # (4, 9)
+    assert (levels.argmin(0) == CANDIDATE_SCHEDULES.index("cosine")).all(), closed
+    assert min(measured, key=lambda name: float(measured[name].mean())) == "cosine", measured
+    for t in (200, 600):
+        same_t = {name: float(exact(abar["cosine"][t], abar[name][t])) for name in CANDIDATE_SCHEDULES}
+        loss = {
+            name: float(training.loss_by_timestep(net, x0, torch.tensor([t]), abar[name].float(), generator=gen(6))[0])
+            for name in CANDIDATE_SCHEDULES
+        }
+        assert loss == pytest.approx(same_t, rel=0.05), (t, loss, same_t)
+        assert min(loss, key=loss.get) != "cosine" and min(same_t, key=same_t.get) != "cosine", (t, loss)
+
+
 def test_eps_error_and_diagnose_reject_bad_input_with_the_parameter_named():
     model, x0 = TimestepMLP(dim=2).eval(), torch.zeros(4, 2)
     abar = schedules.alphas_cumprod(schedules.make_betas("linear", 10))
