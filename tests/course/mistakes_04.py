@@ -10,6 +10,10 @@ EULER = "def euler(denoiser, x, sigmas):\n"
 HEUN = "def heun(denoiser, x, sigmas):\n"
 DPMPP = "def dpmpp_2m(denoiser, x, sigmas):\n"
 ORDER = "def convergence_order(solver, denoiser, x_start, exact, grids):\n"
+# The solution's first line: the error where each grid reaches sigma_min, one step before its final 0.
+ERRORS_AT_SIGMA_MIN = (
+    "    errors = [float((solver(denoiser, x_start, g[:-1]) - exact(g[-2])).abs().max()) for g in grids]\n"
+)
 
 MISTAKES: list[dict] = [
     dict(
@@ -178,18 +182,38 @@ MISTAKES: list[dict] = [
         name="order_not_negated",  # returns the slope, about -1 and -2
         cell="orders",
         source=ORDER
-        + """    errors = [float((solver(denoiser, x_start, grid) - exact).abs().max()) for grid in grids]
-    steps = [len(grid) - 1 for grid in grids]
+        + ERRORS_AT_SIGMA_MIN
+        + """    steps = [len(grid) - 2 for grid in grids]
     return float(np.polyfit(np.log(steps), np.log(errors), 1)[0]), errors
 """,
         fails={"test_orders"},
     ),
     dict(
-        name="order_counts_grid_points_as_steps",  # n = len(grid), one more than the number of steps
+        name="order_measured_at_sigma_zero",  # the old way: the last step's error floor bends the line
         cell="orders",
         source=ORDER
-        + """    errors = [float((solver(denoiser, x_start, grid) - exact).abs().max()) for grid in grids]
-    steps = [len(grid) for grid in grids]
+        + """    errors = [float((solver(denoiser, x_start, grid) - exact(0.0)).abs().max()) for grid in grids]
+    steps = [len(grid) - 1 for grid in grids]
+    return -float(np.polyfit(np.log(steps), np.log(errors), 1)[0]), errors
+""",
+        fails={"test_orders"},
+    ),
+    dict(
+        name="order_runs_to_zero_but_compares_at_sigma_min",  # the whole grid, against the solution at sigma_min
+        cell="orders",
+        source=ORDER
+        + """    errors = [float((solver(denoiser, x_start, grid) - exact(grid[-2])).abs().max()) for grid in grids]
+    steps = [len(grid) - 2 for grid in grids]
+    return -float(np.polyfit(np.log(steps), np.log(errors), 1)[0]), errors
+""",
+        fails={"test_orders"},
+    ),
+    dict(
+        name="order_counts_the_last_step_too",  # m = len(grid) - 1, the steps to 0, not the m taken to sigma_min
+        cell="orders",
+        source=ORDER
+        + ERRORS_AT_SIGMA_MIN
+        + """    steps = [len(grid) - 1 for grid in grids]
     return -float(np.polyfit(np.log(steps), np.log(errors), 1)[0]), errors
 """,
         fails={"test_orders"},
@@ -198,8 +222,8 @@ MISTAKES: list[dict] = [
         name="order_from_the_mean_error",
         cell="orders",
         source=ORDER
-        + """    errors = [float((solver(denoiser, x_start, grid) - exact).abs().mean()) for grid in grids]
-    steps = [len(grid) - 1 for grid in grids]
+        + """    errors = [float((solver(denoiser, x_start, g[:-1]) - exact(g[-2])).abs().mean()) for g in grids]
+    steps = [len(grid) - 2 for grid in grids]
     return -float(np.polyfit(np.log(steps), np.log(errors), 1)[0]), errors
 """,
         fails={"test_orders"},
@@ -208,9 +232,9 @@ MISTAKES: list[dict] = [
         name="order_from_the_first_and_last_grid_only",  # a two-point slope, not the least-squares line
         cell="orders",
         source=ORDER
-        + """    errors = [float((solver(denoiser, x_start, grid) - exact).abs().max()) for grid in grids]
-    n0, n1 = len(grids[0]) - 1, len(grids[-1]) - 1
-    return -float(math.log(errors[-1] / errors[0]) / math.log(n1 / n0)), errors
+        + ERRORS_AT_SIGMA_MIN
+        + """    m0, m1 = len(grids[0]) - 2, len(grids[-1]) - 2
+    return -float(math.log(errors[-1] / errors[0]) / math.log(m1 / m0)), errors
 """,
         fails={"test_orders"},
     ),
@@ -218,8 +242,8 @@ MISTAKES: list[dict] = [
         name="order_rounded_to_the_theory",  # the measured slope rounded to the textbook integer
         cell="orders",
         source=ORDER
-        + """    errors = [float((solver(denoiser, x_start, grid) - exact).abs().max()) for grid in grids]
-    steps = [len(grid) - 1 for grid in grids]
+        + ERRORS_AT_SIGMA_MIN
+        + """    steps = [len(grid) - 2 for grid in grids]
     return float(round(-np.polyfit(np.log(steps), np.log(errors), 1)[0])), errors
 """,
         fails={"test_orders"},
@@ -227,13 +251,13 @@ MISTAKES: list[dict] = [
     dict(
         name="orders_typed_from_the_notebook_run",  # the numbers seen in the plot, typed in per solver
         cell="orders",
-        source="""TYPED = {"euler": 0.99, "heun": 2.18, "dpmpp_2m": 2.21}
+        source="""TYPED = {"euler": 0.99, "heun": 2.02, "dpmpp_2m": 2.03}
 
 
 """
         + ORDER
-        + """    errors = [float((solver(denoiser, x_start, grid) - exact).abs().max()) for grid in grids]
-    return TYPED[solver.__name__], errors
+        + ERRORS_AT_SIGMA_MIN
+        + """    return TYPED[solver.__name__], errors
 """,
         fails={"test_orders"},
     ),
