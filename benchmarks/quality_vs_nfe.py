@@ -12,7 +12,7 @@ The band. At 300 samples the FID moves with the seed, so "as good as the referen
 tolerance, not a chosen one: the reference (DDPM, 1000 steps) runs with seeds 0 to --seeds - 1, and
 a FID is within the band when it is at most the reference's mean FID plus K = 2 standard deviations
 of its seed-to-seed spread. A sampler whose samples differ from the reference's only by the draw
-lands above that line in about 2% of draws (if the FID's spread is roughly normal), so a point above
+lands above that line in a few percent of draws (if the FID's spread is roughly normal), so a point above
 it is worse than the reference for a reason the seed does not explain. The relative width of the
 band, K * sd / mean, is what chapter 4 applies to its own reference. The knee (last column of the
 printed table) is the smallest NFE from which on every FID of the sampler stays within the band.
@@ -20,7 +20,7 @@ printed table) is the smallest NFE from which on every FID of the sampler stays 
 Writes quality_vs_nfe.csv (one row per sampler and NFE, seed 0) and quality_vs_nfe_spread.csv (one
 row per reference seed, with the spread and the band derived from them).
 
-    python benchmarks/quality_vs_nfe.py                            # about 17 minutes on one CPU thread
+    python benchmarks/quality_vs_nfe.py                            # about 15 minutes on one idle CPU thread
     python benchmarks/quality_vs_nfe.py --nfe 5 10 20 50 100 1000  # every sampler at 1000 too, about 40
 """
 
@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20, 50, 100])
     parser.add_argument("--per-class", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=5, help="reference runs (seeds 0, 1, ...) for the band")
+    parser.add_argument("--reference-steps", type=int, default=1000, help="DDPM steps of the reference")
     parser.add_argument("--samplers", nargs="*", default=list(sampling.SAMPLERS), choices=list(sampling.SAMPLERS))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality_vs_nfe.csv")
     args = parser.parse_args()
@@ -89,9 +90,14 @@ def main() -> None:
     start = time.perf_counter()
     references = []
     for seed in range(args.seeds):
-        fid, accuracy = score("ddpm", 1000, seed)
-        references.append({"reference": "ddpm, 1000 steps", "seed": seed, "fid": fid, "accuracy": accuracy})
-        print(f"reference: DDPM 1000 steps, seed {seed}: digits-FID {fid:.2f}, accuracy {accuracy:.3f}", flush=True)
+        fid, accuracy = score("ddpm", args.reference_steps, seed)
+        references.append(
+            {"reference": f"ddpm, {args.reference_steps} steps", "seed": seed, "fid": fid, "accuracy": accuracy}
+        )
+        print(
+            f"reference: DDPM {args.reference_steps} steps, seed {seed}: digits-FID {fid:.2f}, accuracy {accuracy:.3f}",
+            flush=True,
+        )
     spread = band([r["fid"] for r in references])
     print(
         f"reference FID over {args.seeds} seeds: mean {spread['fid_mean']:.2f}, sd {spread['fid_sd']:.2f}; "

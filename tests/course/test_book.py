@@ -43,8 +43,9 @@ def test_index_and_chapter_pages_exist(built_book):
 
 @pytest.mark.slow
 def test_chapter_1_is_executed_with_figures_and_citations(built_book):
-    text = executed_page(built_book, "01_forward_process", 2)
+    text = executed_page(built_book, "01_forward_process", 3)  # + the Markov chain of q and p_theta
     assert "Ho et al." in text, "citations were not rendered"
+    assert "The usual answer, and what the measurements say" in text and "buried below log-SNR" in text
     assert "empirical mean" in text, "the q_step/q_sample check did not run"
     for function in ("def q_sample", "def q_step", "def alphas_cumprod", "def log_snr"):
         assert function in text, f"the package source ({function}) is not shown"
@@ -53,8 +54,12 @@ def test_chapter_1_is_executed_with_figures_and_citations(built_book):
 @pytest.mark.slow
 def test_chapter_2_is_executed_with_figures_and_citations(built_book):
     # weights, samples during training, DDPM chain, loss per bucket, digits samples, digits loss curves
-    text = executed_page(built_book, "02_reverse_process", 4)
+    text = executed_page(built_book, "02_reverse_process", 7)  # + the denoiser field of a 2-D mixture
     assert "Vincent" in text and "Peebles" in text, "citations were not rendered"
+    for heading in ("The training loss, derived from the likelihood", "Why the weight is dropped"):
+        assert heading in text, f"the derivation {heading!r} is not on the page"
+    for printed in ("half log-SNR step", "max |F target + v|", "real training digits: FID", "reaches the cap at step"):
+        assert printed in text, f"the cell that prints {printed!r} did not run"
     for function in (
         "def diffusion_loss",
         "def ddpm_step",
@@ -79,8 +84,11 @@ def test_chapter_2_is_executed_with_figures_and_citations(built_book):
 @pytest.mark.slow
 def test_chapter_3_is_executed_with_figures_and_citations(built_book):
     # DDIM/DDPM grid, x0_hat trajectory, eta samples, log-SNR ends of the schedules, samples per spacing
-    text = executed_page(built_book, "03_ddpm_ddim", 4)
+    text = executed_page(built_book, "03_ddpm_ddim", 6)  # + one DDIM step in 2-D
     assert "Song et al." in text and "Lin et al." in text, "citations were not rendered"
+    assert "Two things happened in" in text, "the derivation of DDIM's marginals is not on the page"
+    assert text.count("FID 90% +-") >= 2, "the eta and spacing tables lack their bootstrap intervals"
+    assert "the smallest gap between" in text
     for function in (
         "def ddpm_step",
         "def ddim_step",
@@ -178,6 +186,7 @@ def test_chapter_6_is_executed_with_figures_and_citations(built_book):
     assert "SNR = 0.004682, sqrt(alpha_bar) = 0.068265" in text
     assert re.search(r"read as +epsilon: (\d+) of \1 latent values are NaN", text), "zero-SNR eps NaN demo missing"
     assert re.search(r"read as v_prediction: 0 of \d+ latent values", text)
+    assert "pipe(...), guidance_scale 0 and 0.5 against 1: 0.0e+00, 0.0e+00" in text, "diffusers' scale <= 1 demo"
     fid = dict(re.findall(r"(linear-\S+ [^:\n]*): digits-FID +([\d.]+)", text))
     assert float(fid["linear-v-zsnr read as eps"]) > 10 * float(fid["linear-v-zsnr as trained (v)"]), fid
 
@@ -192,7 +201,9 @@ def test_chapter_7_is_executed_with_figures_and_citations(built_book):
     for function in ("def gradient_energy", "def residual_noise_std", "class FiniteTrace", "def batch_discrepancy"):
         assert function in text, f"the package source ({function}) is not shown"
     assert re.search(r"scale 7, rescale 0\.7 +0\.\d{3} +0\.\d{3}", text), "the oversaturation table is missing"
-    assert "lowest loss: 'linear' (the config claims 'cosine')" in text, "the schedule test did not find linear"
+    assert "lowest eps error at fixed noise levels: linear/epsilon (the config claims cosine/epsilon)" in text, (
+        "the schedule test did not find linear"
+    )
     for steps in (5, 10, 20):  # the residual-noise estimate must track the last grid sigma
         found = re.search(rf"\n *{steps} +(\d\.\d{{3}}) \| +(\d\.\d{{3}}) +\d\.\d\d \| +0\.000 +1\.00", text)
         assert found, f"the residual-noise table has no row for {steps} steps"
@@ -212,6 +223,15 @@ def test_chapter_7_is_executed_with_figures_and_citations(built_book):
         "batch size",
     ):
         assert re.search(rf"{row} +[a-z ]+( +\d+\.\d{{3}}){{3}}", text), f"the summary has no row {row!r}"
+
+
+@pytest.mark.slow
+def test_every_glued_number_is_rendered_as_a_number(built_book):
+    # A glue key no cell produced fails the build (-W); a value glue:text cannot format shows as its repr.
+    for page in sorted((built_book / "book").glob("0*.html")):
+        text = "\n".join(text_of(p) for p in re.findall(r"<p>(.*?)</p>", page.read_text(), flags=re.S))  # prose
+        for leftover in ("{glue", "np.float64(", "np.int64(", "tensor(", "array("):
+            assert leftover not in text, f"{page.name}: {leftover!r} in the rendered page"
 
 
 @pytest.mark.slow
@@ -264,7 +284,7 @@ def test_reference_pages_notation_glossary_guide_and_changelog(built_book):
 def test_performance_appendix_renders_the_committed_benchmark_tables(built_book):
     text = text_of((built_book / "book" / "performance.html").read_text())
     assert "Traceback" not in text
-    for header in ("ours / diffusers", "model only (ms)", "within 10%"):
+    for header in ("ours / diffusers", "model only (ms)", "within band", "threshold"):
         assert header in text, f"the performance page lacks the column {header!r}"
     for batch in (1, 8):
         assert re.search(rf"dpmpp_2m\s*{batch}\s*0\.\d+", text), (

@@ -27,7 +27,14 @@ def test_claim_passes_silently_and_stops_the_page_naming_the_sentence():
 
 @pytest.mark.parametrize(
     "x, digits, text",
-    [(2.03e4, 3, "2.03 · 10⁴"), (2.4e-9, 2, "2.4 · 10⁻⁹"), (9.996e3, 3, "1 · 10⁴"), (-0.0064, 2, "-6.4 · 10⁻³")],
+    [
+        (2.03e4, 3, "2.03 · 10⁴"),
+        (2.4e-9, 2, "2.4 · 10⁻⁹"),
+        (9.996e3, 3, "1.00 · 10⁴"),
+        (0.1, 2, "1.0 · 10⁻¹"),
+        (-0.0064, 2, "-6.4 · 10⁻³"),
+        (3e-5, 1, "3 · 10⁻⁵"),
+    ],
 )
 def test_times_ten_writes_scientific_notation(x, digits, text):
     assert prose.times_ten(x, digits) == text

@@ -89,8 +89,15 @@ def constants(chapter: Path) -> dict[str, str]:
 
 
 def chapter_prose(chapter: Path) -> str:
+    """The markdown cells, and the alt text of each figure cell (cell metadata mystnb.image.alt), which is read too."""
     nb = read_myst_markdown_notebook(chapter.read_text())
-    return "\n\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
+    texts = [cell.source for cell in nb.cells if cell.cell_type == "markdown"]
+    texts += [
+        str(cell.metadata.get("mystnb", {}).get("image", {}).get("alt", ""))
+        for cell in nb.cells
+        if cell.cell_type == "code"
+    ]
+    return "\n\n".join(texts)
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.stem for c in CHAPTERS])

@@ -40,4 +40,4 @@ def times_ten(x: float, digits: int = 3) -> str:
     if abs(mantissa) >= 10:  # rounding carried into the next power: 9.996e3 at 3 digits is 1.00 · 10⁴
         mantissa, exponent = mantissa / 10, exponent + 1
     superscript = str(exponent).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
-    return f"{mantissa:.{digits}g} · 10{superscript}"
+    return f"{mantissa:.{max(digits - 1, 0)}f} · 10{superscript}"  # fixed, so 1.0 keeps its zero
