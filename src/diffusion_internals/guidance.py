@@ -5,13 +5,18 @@ so it composes with every sampler in `diffusion_internals.samplers`.
 
 Where each fix acts, here and in diffusers:
 
-| fix                             | here   | diffusers                       | same result?                            |
-|---------------------------------|--------|---------------------------------|-----------------------------------------|
-| CFG (Ho & Salimans 2022)        | x0_hat | model output (eps or v)         | yes: x0_hat is affine in eps at fixed x |
-| rescale (Lin et al. 2023)       | x0_hat | eps (or v), `rescale_noise_cfg` | no: std(x0_hat) != std(eps)             |
-| dynamic thresholding (Imagen)   | x0_hat | x0 in the scheduler's step      | yes                                     |
-| limited interval (Kynkaanniemi) | sigma  | (not in diffusers)              | parameterisation-free                   |
-| APG (Sadat et al. 2024)         | x0_hat | the paper's choice, on x0       | -                                       |
+| fix                             | here   | diffusers                         | same result?                         |
+|---------------------------------|--------|-----------------------------------|--------------------------------------|
+| CFG (Ho & Salimans 2022)        | x0_hat | model output (eps or v)           | yes: x0_hat affine in eps at fixed x |
+| rescale (Lin et al. 2023)       | x0_hat | model output, `rescale_noise_cfg` | no: std(x0_hat) != std(eps)          |
+| dynamic thresholding (Imagen)   | x0_hat | x0 in the scheduler's step        | yes                                  |
+| limited interval (Kynkaanniemi) | sigma  | (not in diffusers)                | parameterisation-free                |
+| APG (Sadat et al. 2024)         | x0_hat | the paper's choice, on x0         | -                                    |
+
+Lin et al. rescale their network's output, a v-prediction for their model; diffusers' `rescale_noise_cfg`
+rescales whatever the pipeline's network outputs (the std of `noise_pred_text`: eps, or v for v-prediction
+checkpoints). The limited interval has no default here: it is a per-model hyperparameter (Kynkaanniemi et
+al. tuned theirs per EDM2 model; the course's digits interval is measured in `course.guidance_sweep`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ __all__ = [
 ]
 
 # The guidance strength, named as in diffusers: a number, or a function of sigma (guidance_scale_schedule).
+# Unlike diffusers' Stable Diffusion pipelines, which skip guidance for every guidance_scale <= 1 and return the
+# conditional prediction, here 0 is the unconditional model and values in (0, 1) interpolate (eq. 6 as written).
 GuidanceScale = float | Callable[[torch.Tensor], torch.Tensor]
 _ALLOWED_SCALE = "value >= 0 (1 = no guidance, 0 = unconditional)"
 
@@ -71,8 +78,10 @@ def cfg(uncond: torch.Tensor, cond: torch.Tensor, guidance_scale: float | torch.
 
 def rescale_cfg(guided: torch.Tensor, cond: torch.Tensor, phi: float = 0.7) -> torch.Tensor:
     """The guided prediction rescaled to the conditional one's per-sample std, mixed by phi (Lin et al. 2023, 15-16)."""
-    # Applied to x0_hat this is not the same as diffusers' rescale of eps: std(x - sigma * eps) != sigma * std(eps)
-    # because x and eps are correlated. Both are per-sample std matches; on x0_hat it targets brightness directly.
+    # Lin et al. apply it to their network's output (v for their model), diffusers to whatever the network outputs
+    # (eps for most Stable Diffusion checkpoints). Applied to x0_hat it is a different operation:
+    # std(x - sigma * eps) != sigma * std(eps) because x and eps are correlated. All are per-sample std matches;
+    # on x0_hat it targets brightness directly.
     if isinstance(phi, bool) or not isinstance(phi, (int, float)) or not 0 <= phi <= 1:
         raise ValueError(f"phi must be a number in [0, 1], got {phi!r}")
     if guided.shape != cond.shape:

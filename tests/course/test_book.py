@@ -143,13 +143,19 @@ def test_chapter_4_is_executed_with_figures_and_citations(built_book):
         assert re.search(row, text), f"the FID-by-NFE table has no row for {sampler}"
         assert re.search(rf"{re.escape(sampler)}: knee at NFE \d+", text), f"no knee printed for {sampler}"
     assert re.search(r"wall time per image: Euler a 50 steps [\d.]+ ms", text), "the seed and timing cell did not run"
+    assert "The usual answer, and what the measurements say" in text and "within 10%" not in text
+    assert re.search(r"the band, from the committed seed spread: FID <= \(1 \+ 0\.\d{3}\) x reference", text)
+    for printed in ("k-diffusion's wrapper and DPM++ 2M against the course's", "CompVis's DDIM and the package's"):
+        assert printed in text, f"the k-diffusion / original-code cell that prints {printed!r} did not run"
 
 
 @pytest.mark.slow
 def test_chapter_5_is_executed_with_the_sweep_and_a_kernel_free_explorer(built_book):
     # mixture histograms, image rows, the plain sweep, every fix on the sweep, the fixes at w = 7 and 15
-    text = executed_page(built_book, "05_guidance", 5)
+    text = executed_page(built_book, "05_guidance", 6)  # + guided 2-D trajectories
     assert "Ho and Salimans" in text and "Lin et al." in text and "Saharia et al." in text, "citations missing"
+    assert "Dhariwal and Nichol" in text, "classifier guidance is cited to the wrong paper"
+    assert "Guidance intervals at w =" in text and "fid_slack = 2 x" in text, "the calibration cells did not run"
     assert "def optimal_scale" in text, "the package's rule is not shown"
     found = dict(re.findall(r"(none|rescale|threshold|interval|apg): optimal w = +([\d.]+)", text))
     assert set(found) == {"none", "rescale", "threshold", "interval", "apg"}, found
@@ -247,6 +253,7 @@ def test_bibliography_lists_the_core_papers(built_book):
         "Photorealistic Text-to-Image",
         "Common Diffusion Noise Schedules",
         "Applying Guidance in a Limited Interval",
+        "Diffusion Models Beat GANs",
         "Eliminating Oversaturation",
         "UniPC",
     ):

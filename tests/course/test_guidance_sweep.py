@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +13,7 @@ from diffusion_internals.course import guidance_sweep as gs
 from diffusion_internals.course.checkpoints import load_denoiser, read_training_config
 from diffusion_internals.denoisers import GaussianDenoiser
 from diffusion_internals.guidance import CFGDenoiser
+from diffusion_internals.sampling import sigmas_for
 
 NULL = 3  # the toy model's null label: classes 0-2 and "no class" = 3
 
@@ -87,13 +89,17 @@ def test_guided_threshold_is_imagen_dynamic_thresholding(toy):
     assert out.abs().max() <= 1.0 + 1e-12
 
 
+LO, HI = gs.FIX_DEFAULTS["interval"]["interval"]
+
+
 @pytest.mark.parametrize(
-    "sigma, inside", [(0.2, False), (0.28, False), (1.0, True), (5.42, True), (5.5, False), (8.0, False)]
+    "sigma, inside",
+    [(LO / 2, False), (LO, False), (LO * 1.01, True), (HI, True), (HI * 1.01, False), (HI * 2, False)],
 )
 def test_guided_interval_guides_only_inside_the_sigma_interval(toy, sigma, inside):
     x, labels, scale = randn(3, 3, seed=4) * 2, torch.tensor([0, 1, 2]), 6.0
     d_c, d_u = both(toy, x, sigma, labels)
-    expected = d_u + scale * (d_c - d_u) if inside else d_c  # Kynkaanniemi et al. 2024, eq. 2: (0.28, 5.42]
+    expected = d_u + scale * (d_c - d_u) if inside else d_c  # Kynkaanniemi et al. 2024, eq. 2: (lo, hi]
     torch.testing.assert_close(gs.guided(toy, scale, "interval")(x, sigma, class_labels=labels), expected)
 
 
@@ -185,6 +191,48 @@ def test_optimal_scale_rejects_bad_rows_and_settings():
         gs.optimal_scale([{"scale": 1.0}])
 
 
+def test_seed_spread_is_the_relative_sample_std_per_scale():
+    fids = {1.0: [100.0, 110.0, 95.0], 2.0: [70.0, 71.0]}
+    rows = [{"scale": s, "seed": i, "fid": f} for s, values in fids.items() for i, f in enumerate(values)]
+    spread = gs.seed_spread(rows)
+    assert spread.keys() == fids.keys()
+    for scale, values in fids.items():  # statistics.stdev: the n - 1 sample standard deviation
+        assert spread[scale] == pytest.approx(statistics.stdev(values) / statistics.mean(values), rel=1e-12)
+    with pytest.raises(ValueError, match="at least two seeds"):
+        gs.seed_spread(rows[:1])
+    with pytest.raises(ValueError, match=r"rows\[0\]"):
+        gs.seed_spread([{"scale": 1.0, "fid": 3.0}])
+
+
+def test_fid_slack_is_two_largest_relative_stds_rounded_up():
+    assert gs.fid_slack_from_spread({1.0: 0.031, 2.0: 0.052}) == 0.11  # 2 x 0.052 = 0.104 -> 0.11
+    assert gs.fid_slack_from_spread({1.0: 0.05}) == 0.10  # exactly 0.1 stays 0.1 (no float round-up to 0.11)
+    assert gs.fid_slack_from_spread({1.0: 0.05}, sigmas=3.0) == 0.15
+    with pytest.raises(ValueError, match="spread"):
+        gs.fid_slack_from_spread({})
+
+
+def test_guided_steps_counts_the_sigmas_inside_the_interval():
+    sigmas = torch.tensor([13.0, 6.4, 4.2, 1.0, 0.3, 0.28, 0.1, 0.0], dtype=torch.float64)
+    assert gs.guided_steps(sigmas, (0.28, 5.42)) == 3  # 4.2, 1.0, 0.3: 0.28 itself is outside (lo, hi]
+    assert gs.guided_steps(sigmas, (0.0, math.inf)) == 7  # every evaluated sigma; the final 0 is not evaluated
+    assert gs.guided_steps(sigmas, (0.0, 6.4)) == 6  # 6.4 itself is inside
+
+
+def test_choose_interval_takes_the_cheapest_within_the_band_of_the_best():
+    def row(interval, steps, fid, accuracy=1.0):
+        return {"interval": list(interval), "guided_steps": steps, "fid": fid, "accuracy": accuracy}
+
+    rows = [row((0, 9), 20, 100.0), row((0.3, 5), 14, 60.0), row((0.2, 1.6), 10, 65.0), row((0.6, 5), 8, 70.0)]
+    assert gs.choose_interval(rows, fid_slack=0.1) == (0.2, 1.6)  # 65 <= 66; 70 > 66
+    assert gs.choose_interval(rows, fid_slack=0.2) == (0.6, 5.0)  # the cheapest once 70 <= 72
+    assert gs.choose_interval(rows, fid_slack=0.0) == (0.3, 5.0)  # no slack: the best FID
+    rows[1]["accuracy"] = 0.5  # the best FID no longer delivers the class: the band moves to 65
+    assert gs.choose_interval(rows, fid_slack=0.1) == (0.6, 5.0)
+    with pytest.raises(ValueError, match="accuracy"):
+        gs.choose_interval([row((0, 1), 3, 1.0, 0.1)], fid_slack=0.1)
+
+
 def test_pivot_puts_scales_down_and_fixes_across():
     rows = rows_for("none", [(1, 99.44, 0.98), (3, 1013.2, 1.0)]) + rows_for("apg", [(3, 79.6, 1.0)])
     assert gs.pivot(rows, "fid").splitlines() == [
@@ -258,6 +306,22 @@ def test_measure_is_reproducible_and_reports_every_column(colour):
     assert again[0] == first[3]  # same settings, same numbers: the seed fixes the initial noise
 
 
+def test_measure_overrides_replace_the_fix_settings(colour):
+    kwargs = {"per_class": 1, "steps": 3, "seed": 2}
+    plain = gs.measure(colour, "colour_digits", [4.0], ("none",), **kwargs)[0]
+    everywhere = gs.measure(
+        colour, "colour_digits", [4.0], ("interval",), overrides={"interval": (0, math.inf)}, **kwargs
+    )
+    nowhere = gs.measure(colour, "colour_digits", [4.0], ("interval",), overrides={"interval": (50, 60)}, **kwargs)
+    unguided = gs.measure(colour, "colour_digits", [1.0], ("none",), **kwargs)[0]
+    for key in gs.COLUMNS[2:]:  # guiding at every sigma is plain CFG; guiding at none is the conditional model
+        assert everywhere[0][key] == pytest.approx(plain[key], rel=1e-6), key
+        assert nowhere[0][key] == pytest.approx(unguided[key], rel=1e-6), key
+    assert everywhere[0]["fid"] != pytest.approx(nowhere[0]["fid"], rel=1e-3)  # the override did something
+    with pytest.raises(ValueError, match="takes the overrides"):
+        gs.measure(colour, "colour_digits", [4.0], ("none", "interval"), overrides={"interval": (0, 1)}, **kwargs)
+
+
 def test_measure_on_grey_digits_has_no_colour_measures(one_thread):
     row = gs.measure(load_denoiser("digits-cosine-eps"), "digits", [1.0], per_class=1, steps=1)[0]
     assert math.isnan(row["saturation"]) and math.isnan(row["clipping_fraction"])
@@ -292,6 +356,62 @@ def test_the_committed_sweep_agrees_where_fixes_must_agree():
             assert at_one[fix][key] == pytest.approx(at_one["none"][key], rel=1e-3, abs=1e-3), (fix, key)
 
 
+def test_the_committed_sweep_records_the_seed_spread_that_calibrates_the_band():
+    settings = gs.measured_settings()
+    spread = settings["seed_spread"]
+    seeds = list(range(settings["seed"], settings["seed"] + gs.SPREAD_SEEDS))
+    assert spread["seeds"] == seeds and spread["scales"] == list(gs.SPREAD_SCALES)
+    assert {(r["scale"], r["seed"]) for r in spread["rows"]} == {(s, i) for s in gs.SPREAD_SCALES for i in seeds}
+    grid = {(r["scale"], r["fix"]): r for r in gs.measured()}
+    for row in spread["rows"]:  # the sweep's own seed is the grid row itself
+        if row["seed"] == settings["seed"]:
+            for key in gs.COLUMNS[2:]:
+                assert row[key] == pytest.approx(grid[(row["scale"], "none")][key], abs=1e-4), (row["scale"], key)
+    by_scale = {}
+    for row in spread["rows"]:
+        by_scale.setdefault(row["scale"], []).append(row["fid"])
+    for scale, fids in by_scale.items():  # recomputed from the recorded rows with statistics.stdev
+        assert len(set(fids)) == len(fids), f"scale {scale}: seeds gave identical FIDs, the seed is not applied"
+        relative = statistics.stdev(fids) / statistics.mean(fids)
+        assert spread["relative_std"][f"{scale:g}"] == pytest.approx(relative, abs=1e-4)
+    expected = math.ceil(round(200 * max(statistics.stdev(f) / statistics.mean(f) for f in by_scale.values()), 6)) / 100
+    assert spread["fid_slack"] == expected == gs.measured_fid_slack()
+    assert 0 < gs.measured_fid_slack() < 1
+
+
+def test_the_committed_interval_is_the_measured_choice():
+    settings = gs.measured_settings()
+    search = settings["interval_search"]
+    rows = search["rows"]
+    assert [tuple(r["interval"]) for r in rows] == list(gs.INTERVAL_CANDIDATES)
+    assert search["guidance_scale"] == gs.INTERVAL_SCALE and search["fid_slack"] == gs.measured_fid_slack()
+    sigmas = sigmas_for(load_denoiser("colour-digits-cosine-eps"), settings["steps"], schedule=settings["schedule"])
+    assert search["sigmas"] == pytest.approx(sigmas[:-1].tolist(), abs=1e-4)
+    for row in rows:  # the guided steps recomputed from the sigma grid of the committed settings
+        lo, hi = row["interval"]
+        assert row["guided_steps"] == sum(1 for s in sigmas[:-1].tolist() if lo < s <= hi), row["interval"]
+    plain = next(r for r in gs.measured() if r["fix"] == "none" and r["scale"] == gs.INTERVAL_SCALE)
+    everywhere = next(r for r in rows if tuple(r["interval"]) == (0.0, math.inf))
+    for key in gs.COLUMNS[2:]:  # guidance at every sigma is plain CFG: the same noise, the same numbers
+        assert everywhere[key] == pytest.approx(plain[key], abs=2e-4), key
+    chosen = tuple(search["chosen"])
+    assert chosen == gs.choose_interval(rows, fid_slack=search["fid_slack"])
+    assert (
+        chosen
+        == tuple(gs.FIX_DEFAULTS["interval"]["interval"])
+        == tuple(settings["fix_settings"]["interval"]["interval"])
+    )
+    eligible = [r for r in rows if r["accuracy"] >= 0.95]
+    best = min(r["fid"] for r in eligible)
+    chosen_row = next(r for r in rows if tuple(r["interval"]) == chosen)
+    assert chosen_row["fid"] <= (1 + search["fid_slack"]) * best  # within the measured seed noise of the best
+    assert all(
+        r["guided_steps"] >= chosen_row["guided_steps"]
+        for r in eligible
+        if r["fid"] <= (1 + search["fid_slack"]) * best
+    )
+
+
 def test_measured_names_the_missing_checkpoint():
     with pytest.raises(FileNotFoundError):
         gs.measured("no-such-checkpoint")
@@ -304,7 +424,7 @@ def test_two_committed_rows_recompute_at_the_committed_settings(colour):
     settings = gs.measured_settings()
     committed = {(r["scale"], r["fix"]): r for r in gs.measured()}
     kwargs = {k: settings[k] for k in ("per_class", "steps", "seed", "sampler", "schedule")}
-    for fix, scale in (("none", 7.0), ("rescale", 3.0)):
+    for fix, scale in (("none", 7.0), ("rescale", 3.0), ("interval", 5.0)):  # interval: FIX_DEFAULTS made the rows
         row = gs.measure(colour, settings["dataset"], [scale], (fix,), **kwargs)[0]
         for key in ("fid", "accuracy", "saturation", "clipping_fraction"):
             assert row[key] == pytest.approx(committed[(scale, fix)][key], rel=2e-3, abs=2e-4), (fix, scale, key)

@@ -13,6 +13,15 @@ all from :func:`diffusion_internals.course.evaluation.score`. The CSV column ``s
 
 ``optimal_scale`` turns the rows into one number by a fixed rule; ``measured`` reads the committed sweep
 of a checkpoint; ``python -m diffusion_internals.course.guidance_sweep`` regenerates it (Chapter 5).
+
+Two calibrations are measured with the sweep and recorded in its JSON sidecar (``measured_settings``):
+
+* ``seed_spread``: plain CFG at ``SPREAD_SCALES`` with ``SPREAD_SEEDS`` seeds. ``fid_slack_from_spread``
+  turns the largest relative standard deviation of FID over seeds into the band of ``optimal_scale``
+  (``measured_fid_slack`` reads it back), so "indistinguishable FID" means "within the measured seed noise";
+* ``interval_search``: the guidance interval of the ``"interval"`` fix, measured at ``INTERVAL_SCALE`` over
+  ``INTERVAL_CANDIDATES`` (Kynkaanniemi et al. 2024's settings and the ablations that drop guidance at the
+  high-noise or the low-noise end) and chosen by ``choose_interval``.
 """
 
 from __future__ import annotations
@@ -35,8 +44,8 @@ from diffusion_internals.course.data import load_dataset
 from diffusion_internals.course.evaluation import reference_features, sample_classes, score
 from diffusion_internals.course.models import null_label
 from diffusion_internals.denoisers import DiscreteDenoiser
-from diffusion_internals.guidance import APG, CFGDenoiser, check_guidance_scale
-from diffusion_internals.sampling import SAMPLERS, SCHEDULES
+from diffusion_internals.guidance import APG, CFGDenoiser, check_guidance_scale, in_interval
+from diffusion_internals.sampling import SAMPLERS, SCHEDULES, sigmas_for
 from diffusion_internals.validation import check_choice, check_int
 
 __all__ = [
@@ -48,8 +57,17 @@ __all__ = [
     "guided_samples",
     "measure",
     "optimal_scale",
+    "SPREAD_SCALES",
+    "SPREAD_SEEDS",
+    "INTERVAL_SCALE",
+    "INTERVAL_CANDIDATES",
+    "seed_spread",
+    "fid_slack_from_spread",
+    "guided_steps",
+    "choose_interval",
     "measured",
     "measured_settings",
+    "measured_fid_slack",
     "pivot",
     "write_sweep",
 ]
@@ -64,18 +82,35 @@ FIX_DEFAULTS: dict[str, dict[str, Any]] = {
     # Saharia et al. 2022 (Imagen), Sec. 2.3: s = 99.5th percentile of |x0_hat|, clamped to [1, 1.5] (DeepFloyd IF's
     # bound); clip to [-s, s] and divide by s.
     "threshold": {"threshold": 0.995, "threshold_max_value": 1.5},
-    # Kynkaanniemi et al. 2024: guide only for sigma in (0.28, 5.42], their interval for EDM2 and SD-XL.
-    "interval": {"interval": (0.28, 5.42)},
+    # Kynkaanniemi et al. 2024, eq. 2: guide only for sigma in (sigma_lo, sigma_hi]. The interval is a per-model
+    # hyperparameter (their EDM2 settings are (0.28, 2.90], (0.19, 1.61], (0.60, 5.00]; (0.28, 5.42] is the one
+    # they picked by eye for SD-XL). This one was measured on colour-digits-cosine-eps: the sidecar's
+    # interval_search (INTERVAL_CANDIDATES at INTERVAL_SCALE, chosen by choose_interval) records why.
+    "interval": {"interval": (0.19, 1.61)},
     # Sadat et al. 2024, Algorithm 1: drop the parallel part (eta = 0), momentum beta = -0.5 (theirs); the norm
     # threshold r = 1 is ours: ||D_c - D_u|| of the colour digits model is about 0.3-3 for sigma in 0.3-3.
     "apg": {"apg": APG(eta=0.0, norm_threshold=1.0, momentum=-0.5)},
 }
 
 SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0)  # the committed grid; scale 0 only without a fix
+# The seed spread: plain CFG around its optimum, each scale with the sweep's seed and the next four.
+SPREAD_SCALES = (1.0, 1.5, 2.0)
+SPREAD_SEEDS = 5
+# The interval search: candidate intervals (sigma_lo, sigma_hi] at one scale where plain CFG has left its FID band.
+INTERVAL_SCALE = 3.0
+INTERVAL_CANDIDATES = (
+    (0.0, math.inf),  # guidance at every step: plain CFG
+    (0.0, 5.42),  # no guidance at high noise only
+    (0.28, math.inf),  # no guidance at low noise only
+    (0.28, 5.42),  # both ends off: Kynkaanniemi et al.'s SD-XL interval
+    (0.28, 2.90),  # their EDM2 intervals
+    (0.19, 1.61),
+    (0.60, 5.00),
+)
 COLUMNS = ("scale", "fix", "fid", "accuracy", "saturation", "clipping_fraction")
 _CSV_NAME, _JSON_NAME = "guidance_sweep.csv", "guidance_sweep.json"
-# The settings of the committed sweeps (measure's defaults): 300 samples, 20 DDIM steps; 41 rows take 10-20 min
-# on one thread (the sidecar records the committed run's wall time).
+# The settings of the committed sweeps (measure's defaults): 300 samples, 20 DDIM steps; the 41 rows of the grid
+# and the 19 of the calibrations take 30-60 min on one thread (the sidecar records the wall time of each stage).
 DEFAULTS = {"per_class": 30, "steps": 20, "sampler": "ddim", "schedule": "leading", "seed": 0}
 
 
@@ -90,15 +125,20 @@ def _null(denoiser: DiscreteDenoiser) -> int:
     return null
 
 
-def guided(denoiser: DiscreteDenoiser, guidance_scale: float, fix: str = "none", **overrides: Any) -> CFGDenoiser:
-    """CFG at guidance_scale around a class-conditional denoiser, one fix at its FIX_DEFAULTS (Ho & Salimans 2022)."""
-    guidance_scale = check_guidance_scale(guidance_scale)
+def _fix_settings(fix: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """FIX_DEFAULTS[fix] with overrides of its own keys (ValueError naming the allowed ones otherwise)."""
     settings = dict(FIX_DEFAULTS[check_choice("fix", fix, FIXES)])
     allowed = set(settings) | ({"threshold_max_value"} if fix == "threshold" else set())
     unknown = set(overrides) - allowed
     if unknown:
         raise ValueError(f"fix={fix!r} takes the overrides {sorted(allowed) or 'none'}, got {sorted(unknown)}")
-    settings.update(overrides)
+    return {**settings, **overrides}
+
+
+def guided(denoiser: DiscreteDenoiser, guidance_scale: float, fix: str = "none", **overrides: Any) -> CFGDenoiser:
+    """CFG at guidance_scale around a class-conditional denoiser, one fix at its FIX_DEFAULTS (Ho & Salimans 2022)."""
+    guidance_scale = check_guidance_scale(guidance_scale)
+    settings = _fix_settings(fix, overrides)
     return CFGDenoiser(denoiser, guidance_scale, uncond={"class_labels": torch.tensor([_null(denoiser)])}, **settings)
 
 
@@ -113,6 +153,7 @@ def guided_samples(
     schedule: str = DEFAULTS["schedule"],
     seed: int = DEFAULTS["seed"],
     progress: bool = False,
+    **overrides: Any,
 ) -> torch.Tensor:
     """Unclipped samples (B, C, H, W) of labels (B,) with guided(denoiser, guidance_scale, fix), noise from `seed`."""
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.dtype != torch.int64 or len(labels) == 0:
@@ -123,6 +164,7 @@ def guided_samples(
     check_int("seed", seed, minimum=0)
     check_choice("sampler", sampler, SAMPLERS)
     check_choice("schedule", schedule, SCHEDULES)
+    settings = _fix_settings(fix, overrides)
     _null(denoiser)  # this module's message for a denoiser without a null label
     return sample_classes(
         denoiser,
@@ -133,7 +175,7 @@ def guided_samples(
         schedule=schedule,
         generator=torch.Generator().manual_seed(seed),
         progress=progress,
-        **FIX_DEFAULTS[check_choice("fix", fix, FIXES)],
+        **settings,
     )
 
 
@@ -150,8 +192,12 @@ def measure(
     sampler: str = DEFAULTS["sampler"],
     schedule: str = DEFAULTS["schedule"],
     progress: bool = False,
+    overrides: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per (guidance scale, fix): evaluation.score's FID, accuracy, and for RGB saturation and clipping."""
+    """One row per (guidance scale, fix): evaluation.score's FID, accuracy, and for RGB saturation and clipping.
+
+    `overrides` replace FIX_DEFAULTS settings of every fix measured (e.g. {"interval": (0.28, 2.9)}).
+    """
     if (
         isinstance(guidance_scales, (str, bytes))
         or not isinstance(guidance_scales, Sequence)
@@ -162,6 +208,9 @@ def measure(
     if isinstance(fixes, (str, bytes)) or not isinstance(fixes, Sequence) or len(fixes) == 0:
         raise ValueError(f"fixes must be a non-empty sequence of names from {list(FIXES)}, got {fixes!r}")
     fixes = [check_choice("fix", f, FIXES) for f in fixes]
+    overrides = dict(overrides or {})
+    for fix in fixes:
+        _fix_settings(fix, overrides)  # ValueError before any sampling
     check_int("per_class", per_class, minimum=1)
     _null(denoiser)
     reference_features(dataset)  # checks dataset before any sampling (and computes the reference once)
@@ -180,6 +229,7 @@ def measure(
                 schedule=schedule,
                 seed=seed,
                 progress=progress,
+                **overrides,
             )
             scores = score(samples, labels, dataset)
             rows.append(
@@ -194,8 +244,9 @@ def optimal_scale(
     """The largest scale with FID within fid_slack of the lowest FID among rows of `fix` reaching min_accuracy."""
     # The rule, deterministic in the rows: keep the rows of this fix whose class accuracy is at least
     # min_accuracy (guidance must deliver the class asked for); among them find the lowest FID, F*; return the
-    # largest scale whose FID <= (1 + fid_slack) F*. Most guidance for (almost) no loss of fidelity: FID from a
-    # few hundred samples varies by about 10% between seeds, so scales within that band are indistinguishable.
+    # largest scale whose FID <= (1 + fid_slack) F*. Most guidance for no measurable loss of fidelity: FIDs
+    # within the seed noise of F* are indistinguishable from it. Calibrate fid_slack from a measured seed spread
+    # (fid_slack_from_spread; the committed sweep's is measured_fid_slack()); 0.1 is a generic default.
     # A row without a "fix" key counts as fix "none" (a sweep of plain CFG).
     check_choice("fix", fix, FIXES)
     if not isinstance(min_accuracy, (int, float)) or isinstance(min_accuracy, bool) or not 0 <= min_accuracy <= 1:
@@ -220,6 +271,57 @@ def optimal_scale(
         )
     best_fid = min(float(row["fid"]) for row in eligible)
     return max(float(row["scale"]) for row in eligible if float(row["fid"]) <= (1 + fid_slack) * best_fid)
+
+
+def seed_spread(rows: Sequence[dict[str, Any]]) -> dict[float, float]:
+    """Relative standard deviation of FID over seeds, std / mean (unbiased std), at each scale of the rows."""
+    # rows: one per (scale, seed), as the sidecar's seed_spread["rows"]; at least two seeds per scale.
+    by_scale: dict[float, list[float]] = {}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not {"scale", "seed", "fid"} <= set(row):
+            raise ValueError(f"rows[{i}] must be a dict with keys scale, seed, fid, got {row!r}")
+        by_scale.setdefault(float(row["scale"]), []).append(float(row["fid"]))
+    if not by_scale or any(len(fids) < 2 for fids in by_scale.values()):
+        raise ValueError(f"rows must hold at least two seeds at every scale, got {len(rows)} rows: {by_scale}")
+    spread = {}
+    for scale, fids in sorted(by_scale.items()):
+        mean = sum(fids) / len(fids)
+        std = math.sqrt(sum((f - mean) ** 2 for f in fids) / (len(fids) - 1))
+        spread[scale] = std / mean
+    return spread
+
+
+def fid_slack_from_spread(spread: dict[float, float], *, sigmas: float = 2.0) -> float:
+    """optimal_scale's fid_slack: `sigmas` times the largest relative seed std of FID, rounded up to 0.01."""
+    # Two standard deviations: a row whose FID is within 2 seed stds of the best could have been the best with
+    # other noise. The largest spread over the measured scales, so the band holds at each of them.
+    if not spread:
+        raise ValueError("spread must hold the relative std of at least one scale (seed_spread's result)")
+    return math.ceil(round(sigmas * max(spread.values()) * 100, 6)) / 100
+
+
+def guided_steps(sigmas: torch.Tensor, interval: tuple[float, float]) -> int:
+    """How many steps of a sampler that evaluates the denoiser at sigmas[:-1] guide inside interval."""
+    return int(in_interval(sigmas[:-1], interval).sum())
+
+
+def choose_interval(
+    rows: Sequence[dict[str, Any]], *, fid_slack: float, min_accuracy: float = 0.95
+) -> tuple[float, float]:
+    """The interval with the fewest guided steps among those within fid_slack of the best FID (Kynkaanniemi 2024)."""
+    # rows: one per candidate interval at the same scale and seed, keys interval, guided_steps, fid, accuracy.
+    # Intervals whose FID is within the seed noise of the best are indistinguishable; among them the one that
+    # guides at the fewest steps costs the fewest network calls (ties: the lower FID).
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not {"interval", "guided_steps", "fid", "accuracy"} <= set(row):
+            raise ValueError(f"rows[{i}] must be a dict with keys interval, guided_steps, fid, accuracy, got {row!r}")
+    eligible = [row for row in rows if float(row["accuracy"]) >= min_accuracy]
+    if not eligible:
+        raise ValueError(f"no candidate interval reaches accuracy >= {min_accuracy}: {[r['interval'] for r in rows]}")
+    best_fid = min(float(row["fid"]) for row in eligible)
+    band = [row for row in eligible if float(row["fid"]) <= (1 + fid_slack) * best_fid]
+    chosen = min(band, key=lambda row: (int(row["guided_steps"]), float(row["fid"])))
+    return tuple(float(v) for v in chosen["interval"])
 
 
 def _sweep_folder(name: str) -> Path:
@@ -252,6 +354,17 @@ def measured_settings(name: str = "colour-digits-cosine-eps") -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def measured_fid_slack(name: str = "colour-digits-cosine-eps") -> float:
+    """The fid_slack calibrated from the committed sweep's seed spread (fid_slack_from_spread of its sidecar)."""
+    settings = measured_settings(name)
+    if "seed_spread" not in settings:
+        raise ValueError(
+            f"the sweep of {name} records no seed spread: regenerate it with "
+            f"python -m diffusion_internals.course.guidance_sweep --checkpoint {name}"
+        )
+    return float(settings["seed_spread"]["fid_slack"])
+
+
 def pivot(rows: Sequence[dict[str, Any]], value: str = "fid", *, digits: int = 3) -> str:
     """A markdown table of one column of the rows, scales down, fixes across ("-" where a pair was not measured)."""
     check_choice("value", value, COLUMNS[2:])
@@ -282,6 +395,60 @@ def write_sweep(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
     return out
 
 
+def _rounded(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its measured columns rounded to 4 decimals, as write_sweep writes them."""
+    return {k: (round(float(v), 4) if k in COLUMNS[2:] else v) for k, v in row.items()}
+
+
+def _calibrate(
+    denoiser: DiscreteDenoiser, dataset: str, settings: dict[str, Any], grid: list[dict[str, Any]], progress: bool
+) -> dict[str, Any]:
+    """The seed spread of plain CFG (its grid rows and SPREAD_SEEDS - 1 more seeds) and the interval search."""
+    spread_rows = [_rounded({**row, "seed": settings["seed"]}) for row in grid if row["scale"] in SPREAD_SCALES]
+    for seed in range(settings["seed"] + 1, settings["seed"] + SPREAD_SEEDS):
+        for row in measure(
+            denoiser, dataset, SPREAD_SCALES, ("none",), progress=progress, **{**settings, "seed": seed}
+        ):
+            spread_rows.append(_rounded({**row, "seed": seed}))
+    spread = seed_spread(spread_rows)
+    fid_slack = fid_slack_from_spread(spread)
+    sigmas = sigmas_for(denoiser, settings["steps"], schedule=settings["schedule"])  # (steps + 1,), ends in 0
+    search_rows = []
+    for interval in INTERVAL_CANDIDATES:
+        row = measure(
+            denoiser,
+            dataset,
+            [INTERVAL_SCALE],
+            ("interval",),
+            progress=progress,
+            overrides={"interval": interval},
+            **settings,
+        )[0]
+        search_rows.append(
+            _rounded({"interval": list(interval), "guided_steps": guided_steps(sigmas, interval), **row})
+        )
+    return {
+        "seed_spread": {
+            "fix": "none",
+            "scales": list(SPREAD_SCALES),
+            "seeds": sorted({row["seed"] for row in spread_rows}),
+            "rows": sorted(spread_rows, key=lambda r: (r["scale"], r["seed"])),
+            "relative_std": {f"{scale:g}": round(value, 4) for scale, value in spread.items()},
+            "fid_slack": fid_slack,
+            "rule": "fid_slack_from_spread: 2 x the largest relative std of FID over seeds, rounded up to 0.01",
+        },
+        "interval_search": {
+            "guidance_scale": INTERVAL_SCALE,
+            "seed": settings["seed"],
+            "sigmas": [round(float(v), 4) for v in sigmas[:-1]],
+            "rows": search_rows,
+            "fid_slack": fid_slack,
+            "chosen": list(choose_interval(search_rows, fid_slack=fid_slack)),
+            "rule": "choose_interval: the fewest guided steps among the intervals within fid_slack of the best FID",
+        },
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m diffusion_internals.course.guidance_sweep", description=__doc__.split("\n")[0]
@@ -298,9 +465,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=DEFAULTS[key])
     parser.add_argument("--sampler", default=DEFAULTS["sampler"], choices=list(SAMPLERS))
     parser.add_argument("--schedule", default=DEFAULTS["schedule"], choices=list(SCHEDULES))
+    parser.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the seed spread and the interval search, and guide the interval fix with the chosen "
+        "interval (needs fix none among --fixes; --no-calibrate: the grid only, FIX_DEFAULTS as they are)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.calibrate and "none" not in args.fixes:
+        parser.error("--calibrate measures the seed spread of plain CFG: include none in --fixes, or --no-calibrate")
     torch.set_num_threads(args.threads)
     from diffusion_internals.course.checkpoints import load_denoiser
 
@@ -315,15 +491,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schedule": args.schedule,
     }
     start = time.perf_counter()
-    rows = []
-    for fix in args.fixes:  # scale 0 (unconditional) only once, without a fix: the fixes act on guidance
+    fixes = ["none", *(f for f in args.fixes if f != "none")] if "none" in args.fixes else list(args.fixes)
+    rows, calibration, stage_s, overrides = [], {}, {}, {}
+    for fix in fixes:  # scale 0 (unconditional) only once, without a fix: the fixes act on guidance
         scales = [s for s in args.scales if s != 0 or fix == "none"]
-        rows += measure(denoiser, dataset, scales, (fix,), progress=args.progress, **settings)
+        rows += measure(
+            denoiser, dataset, scales, (fix,), progress=args.progress, overrides=overrides.get(fix), **settings
+        )
+        stage_s[fix] = round(time.perf_counter() - start - sum(stage_s.values()), 1)
         print(f"{fix}: {len(rows)} rows, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+        if fix == "none" and args.calibrate:  # before the interval fix, which guides in the chosen interval
+            calibration = _calibrate(denoiser, dataset, settings, rows, args.progress)
+            overrides["interval"] = {"interval": tuple(calibration["interval_search"]["chosen"])}
+            stage_s["calibration"] = round(time.perf_counter() - start - sum(stage_s.values()), 1)
+            print(
+                f"calibration: fid_slack {calibration['seed_spread']['fid_slack']}, interval "
+                f"{calibration['interval_search']['chosen']}, {time.perf_counter() - start:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    rows.sort(key=lambda r: args.fixes.index(r["fix"]))  # stable: the rows of each fix in the --fixes order
     wall = time.perf_counter() - start
     write_sweep(rows, out)
     fix_settings = {
-        f: {k: (v.__dict__ if isinstance(v, APG) else v) for k, v in FIX_DEFAULTS[f].items()} for f in args.fixes
+        f: {k: (v.__dict__ if isinstance(v, APG) else v) for k, v in _fix_settings(f, overrides.get(f, {})).items()}
+        for f in args.fixes
     }
     sidecar = {
         "command": "python -m diffusion_internals.course.guidance_sweep "
@@ -334,8 +526,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fixes": args.fixes,
         "fix_settings": fix_settings,
         **settings,
+        **calibration,
         "torch_threads": args.threads,
         "wall_time_s": round(wall, 1),
+        "stage_wall_time_s": stage_s,
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
