@@ -7,8 +7,8 @@ Where each fix acts, here and in diffusers:
 
 | fix                             | here   | diffusers                         | same result?                         |
 |---------------------------------|--------|-----------------------------------|--------------------------------------|
-| CFG (Ho & Salimans 2022)        | x0_hat | model output (eps or v)           | yes: x0_hat affine in eps at fixed x |
-| rescale (Lin et al. 2023)       | x0_hat | model output, `rescale_noise_cfg` | no: std(x0_hat) != std(eps)          |
+| CFG (Ho & Salimans 2021)        | x0_hat | model output (eps or v)           | yes: x0_hat affine in eps at fixed x |
+| rescale (Lin et al. 2024)       | x0_hat | model output, `rescale_noise_cfg` | no: std(x0_hat) != std(eps)          |
 | dynamic thresholding (Imagen)   | x0_hat | x0 in the scheduler's step        | yes                                  |
 | limited interval (Kynkaanniemi) | sigma  | (not in diffusers)                | parameterisation-free                |
 | APG (Sadat et al. 2024)         | x0_hat | the paper's choice, on x0         | -                                    |
@@ -52,7 +52,7 @@ _ALLOWED_SCALE = "value >= 0 (1 = no guidance, 0 = unconditional)"
 def check_guidance_scale(
     guidance_scale: object, *, name: str = "guidance_scale", allowed: str = _ALLOWED_SCALE
 ) -> float:
-    """guidance_scale as a float if it is a finite number >= 0: 1 + w of Ho & Salimans 2022, eq. 6 (diffusers')."""
+    """guidance_scale as a float if it is a finite number >= 0: 1 + w of Ho & Salimans 2021, eq. 6 (diffusers')."""
     return check_real(name, guidance_scale, lambda v: v >= 0, allowed)
 
 
@@ -61,7 +61,7 @@ def _per_sample_dims(x: torch.Tensor) -> list[int]:
 
 
 def cfg(uncond: torch.Tensor, cond: torch.Tensor, guidance_scale: float | torch.Tensor) -> torch.Tensor:
-    """uncond + guidance_scale * (cond - uncond) (Ho & Salimans 2022, eq. 6 with guidance_scale = 1 + w)."""
+    """uncond + guidance_scale * (cond - uncond) (Ho & Salimans 2021, eq. 6 with guidance_scale = 1 + w)."""
     # The paper writes (1 + w) * cond - w * uncond: guidance_scale = 1 + w, so w = 0 (guidance_scale 1) is the
     # conditional model, as diffusers' guidance_scale. Code that computes cond + (cond - uncond) * w uses the
     # paper's w = guidance_scale - 1.
@@ -77,7 +77,7 @@ def cfg(uncond: torch.Tensor, cond: torch.Tensor, guidance_scale: float | torch.
 
 
 def rescale_cfg(guided: torch.Tensor, cond: torch.Tensor, phi: float = 0.7) -> torch.Tensor:
-    """The guided prediction rescaled to the conditional one's per-sample std, mixed by phi (Lin et al. 2023, 15-16)."""
+    """The guided prediction rescaled to the conditional one's per-sample std, mixed by phi (Lin et al. 2024, 15-16)."""
     # Lin et al. apply it to their network's output (v for their model), diffusers to whatever the network outputs
     # (eps for most Stable Diffusion checkpoints). Applied to x0_hat it is a different operation:
     # std(x - sigma * eps) != sigma * std(eps) because x and eps are correlated. All are per-sample std matches;
@@ -190,7 +190,7 @@ def guidance_scale_schedule(
 
 
 class CFGDenoiser:
-    """Classifier-free guidance around a denoiser, one batched call per step, optional fixes (Ho & Salimans 2022)."""
+    """Classifier-free guidance around a denoiser, one batched call per step, optional fixes (Ho & Salimans 2021)."""
 
     def __init__(
         self,

@@ -5,7 +5,7 @@
 1. builds the sigma grid (ending in 0) from the denoiser's training schedule (``sigmas_for``):
    ``"karras"`` (Karras et al. 2022, eq. 5) and ``"exponential"`` are continuous grids between
    ``sigma_min`` and ``sigma_max``; ``"linspace"``, ``"leading"`` and ``"trailing"`` are the discrete
-   timestep grids of diffusers (Lin et al. 2023, Table 2), mapped to sigma through ``alphas_cumprod``;
+   timestep grids of diffusers (Lin et al. 2024, Table 2), mapped to sigma through ``alphas_cumprod``;
 2. draws the initial noise at ``sigmas[0]``, see ``INIT_NOISE`` below;
 3. runs the sampler, a plain function from :mod:`diffusion_internals.samplers`, whose step noise comes
    from the same ``generator`` (its ``noise`` argument).
@@ -109,7 +109,7 @@ def sigmas_for(
     sigma_max: float | None = None,
     rho: float = 7.0,
 ) -> torch.Tensor:
-    """The float64 sigma grid of `steps` steps ending in 0 (Karras et al. 2022, eq. 5; Lin et al. 2023, Table 2)."""
+    """The float64 sigma grid of `steps` steps ending in 0 (Karras et al. 2022, eq. 5; Lin et al. 2024, Table 2)."""
     steps = check_int("steps", steps, minimum=1)
     check_choice("schedule", schedule, SCHEDULES)
     if schedule != "karras" and rho != 7.0:

@@ -131,7 +131,7 @@ def alphas_cumprod_from_sigmas(sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
-    """Shift and scale sqrt(alpha_bar) so SNR_T = 0 and alpha_bar_0 is kept (Lin et al. 2023, Algorithm 1)."""
+    """Shift and scale sqrt(alpha_bar) so SNR_T = 0 and alpha_bar_0 is kept (Lin et al. 2024, Algorithm 1)."""
     sqrt_ab = torch.sqrt(alphas_cumprod(betas))
     if sqrt_ab.numel() < 2:
         raise ValueError(f"betas must have at least 2 entries to rescale, got {sqrt_ab.numel()}")
@@ -146,7 +146,7 @@ def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
 
 
 def inference_timesteps(num_train_steps: int, num_steps: int, spacing: str, *, steps_offset: int = 0) -> torch.Tensor:
-    """Descending 0-based timesteps for sampling with num_steps steps, as diffusers' DDIM (Lin et al. 2023, Table 2)."""
+    """Descending 0-based timesteps for sampling with num_steps steps, as diffusers' DDIM (Lin et al. 2024, Table 2)."""
     num_train_steps = check_int("num_train_steps", num_train_steps, minimum=1)
     num_steps = check_int("num_steps", num_steps, minimum=1)
     if num_steps > num_train_steps:

@@ -16,6 +16,11 @@ def text_of(page: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", page))
 
 
+def says(text: str, phrase: str) -> bool:
+    """Whether the page's text contains the phrase, whatever line breaks the HTML put between its words."""
+    return " ".join(phrase.split()) in " ".join(text.split())
+
+
 def executed_page(built_book, name: str, min_figures: int) -> str:
     """The visible text of an executed chapter page, after checking its figures exist and no cell failed."""
     page = (built_book / "book" / f"{name}.html").read_text()
@@ -45,7 +50,7 @@ def test_index_and_chapter_pages_exist(built_book):
 def test_chapter_1_is_executed_with_figures_and_citations(built_book):
     text = executed_page(built_book, "01_forward_process", 3)  # + the Markov chain of q and p_theta
     assert "Ho et al." in text, "citations were not rendered"
-    assert "The usual answer, and what the measurements say" in text and "buried below log-SNR" in text
+    assert says(text, "The usual answer, and what the measurements say") and says(text, "buried below log-SNR")
     assert "empirical mean" in text, "the q_step/q_sample check did not run"
     for function in ("def q_sample", "def q_step", "def alphas_cumprod", "def log_snr"):
         assert function in text, f"the package source ({function}) is not shown"
@@ -57,7 +62,7 @@ def test_chapter_2_is_executed_with_figures_and_citations(built_book):
     text = executed_page(built_book, "02_reverse_process", 7)  # + the denoiser field of a 2-D mixture
     assert "Vincent" in text and "Peebles" in text, "citations were not rendered"
     for heading in ("The training loss, derived from the likelihood", "Why the weight is dropped"):
-        assert heading in text, f"the derivation {heading!r} is not on the page"
+        assert says(text, heading), f"the derivation {heading!r} is not on the page"
     for printed in ("half log-SNR step", "max |F target + v|", "real training digits: FID", "reaches the cap at step"):
         assert printed in text, f"the cell that prints {printed!r} did not run"
     for function in (
@@ -86,9 +91,9 @@ def test_chapter_3_is_executed_with_figures_and_citations(built_book):
     # DDIM/DDPM grid, x0_hat trajectory, eta samples, log-SNR ends of the schedules, samples per spacing
     text = executed_page(built_book, "03_ddpm_ddim", 6)  # + one DDIM step in 2-D
     assert "Song et al." in text and "Lin et al." in text, "citations were not rendered"
-    assert "Two things happened in" in text, "the derivation of DDIM's marginals is not on the page"
+    assert says(text, "Two things happened in"), "the derivation of DDIM's marginals is not on the page"
     assert text.count("FID 90% +-") >= 2, "the eta and spacing tables lack their bootstrap intervals"
-    assert "the smallest gap between" in text
+    assert says(text, "the smallest gap between")
     for function in (
         "def ddpm_step",
         "def ddim_step",
@@ -143,7 +148,7 @@ def test_chapter_4_is_executed_with_figures_and_citations(built_book):
         assert re.search(row, text), f"the FID-by-NFE table has no row for {sampler}"
         assert re.search(rf"{re.escape(sampler)}: knee at NFE \d+", text), f"no knee printed for {sampler}"
     assert re.search(r"wall time per image: Euler a 50 steps [\d.]+ ms", text), "the seed and timing cell did not run"
-    assert "The usual answer, and what the measurements say" in text and "within 10%" not in text
+    assert says(text, "The usual answer, and what the measurements say") and not says(text, "within 10%")
     assert re.search(r"the band, from the committed seed spread: FID <= \(1 \+ 0\.\d{3}\) x reference", text)
     for printed in ("k-diffusion's wrapper and DPM++ 2M against the course's", "CompVis's DDIM and the package's"):
         assert printed in text, f"the k-diffusion / original-code cell that prints {printed!r} did not run"
@@ -154,8 +159,8 @@ def test_chapter_5_is_executed_with_the_sweep_and_a_kernel_free_explorer(built_b
     # mixture histograms, image rows, the plain sweep, every fix on the sweep, the fixes at w = 7 and 15
     text = executed_page(built_book, "05_guidance", 6)  # + guided 2-D trajectories
     assert "Ho and Salimans" in text and "Lin et al." in text and "Saharia et al." in text, "citations missing"
-    assert "Dhariwal and Nichol" in text, "classifier guidance is cited to the wrong paper"
-    assert "Guidance intervals at w =" in text and "fid_slack = 2 x" in text, "the calibration cells did not run"
+    assert says(text, "Dhariwal and Nichol"), "classifier guidance is cited to the wrong paper"
+    assert says(text, "Guidance intervals at w =") and "fid_slack = 2 x" in text, "the calibration cells did not run"
     assert "def optimal_scale" in text, "the package's rule is not shown"
     found = dict(re.findall(r"(none|rescale|threshold|interval|apg): optimal w = +([\d.]+)", text))
     assert set(found) == {"none", "rescale", "threshold", "interval", "apg"}, found

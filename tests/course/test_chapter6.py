@@ -1,7 +1,7 @@
 """What chapter 6 (Stable Diffusion in practice) states about the package, checked against independent oracles.
 
 Oracles: the closed forms of the eps and v parameterisations (Salimans & Ho 2022; Karras et al. 2022,
-Table 1), Stable Diffusion's published scheduler values as quoted by Lin et al. 2023 (sqrt(alpha_bar_T) =
+Table 1), Stable Diffusion's published scheduler values as quoted by Lin et al. 2024 (sqrt(alpha_bar_T) =
 0.068265, SNR(T) = 0.004682), diffusers' own scheduler configs and timesteps.
 """
 

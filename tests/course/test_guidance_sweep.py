@@ -63,7 +63,7 @@ def test_guided_without_a_fix_is_the_cfg_formula(toy, guidance_scale):
     x, labels, sigma = randn(6, 3, seed=1) * 2, torch.tensor([0, 1, 2, 0, 1, 2]), 1.3
     d_c, d_u = both(toy, x, sigma, labels)
     out = gs.guided(toy, guidance_scale=guidance_scale)(x, sigma, class_labels=labels)
-    torch.testing.assert_close(out, d_u + guidance_scale * (d_c - d_u))  # Ho & Salimans 2022, eq. 6, scale = 1 + w
+    torch.testing.assert_close(out, d_u + guidance_scale * (d_c - d_u))  # Ho & Salimans 2021, eq. 6, scale = 1 + w
 
 
 def test_guided_rescale_is_lin_et_al_eqs_15_16(toy):

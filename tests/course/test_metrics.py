@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import scipy.spatial
+import scipy.stats
 import torch
 
 from diffusion_internals.course import metrics
@@ -245,9 +246,11 @@ def test_the_fid_interval_holds_the_spread_of_fresh_samples():
         estimate = metrics.frechet_distance(samples, reference)
         assert low <= estimate <= high
         assert (high - low) / 2 == pytest.approx(z90 * float(fresh.std()), rel=0.35)
+    # The same seed draws the same resamples: the half-widths scale exactly as the two-sided normal quantiles.
     wider = metrics.frechet_distance_interval(draw(7), reference, confidence=0.99, n_resamples=400)
     narrower = metrics.frechet_distance_interval(draw(7), reference, confidence=0.5, n_resamples=400)
-    assert wider[1] - wider[0] > narrower[1] - narrower[0]
+    ratio = (wider[1] - wider[0]) / (narrower[1] - narrower[0])
+    assert ratio == pytest.approx(scipy.stats.norm.ppf(0.995) / scipy.stats.norm.ppf(0.75), rel=1e-9)
 
 
 def test_the_fid_interval_resamples_within_strata_as_runs_with_fixed_class_counts_do():
@@ -284,3 +287,5 @@ def test_kid_and_interval_check_their_arguments():
         metrics.kernel_distance(a, torch.randn(10, 4))
     with pytest.raises(ValueError, match="at least 2"):
         metrics.kernel_distance(a[:1], b)
+    with pytest.raises(ValueError, match="n_subsets"):
+        metrics.kernel_distance(a, b, n_subsets=-5)

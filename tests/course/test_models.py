@@ -109,7 +109,7 @@ def test_training_is_repeatable_with_a_seed_and_logs_each_timestep_bucket():
 
 @pytest.mark.parametrize("label_dropout", [0.0, 1.0])
 def test_label_dropout_decides_which_class_embeddings_train(label_dropout):
-    # Ho & Salimans 2022, Algorithm 1: dropped labels become the null label (10). With no dropout its
+    # Ho & Salimans 2021, Algorithm 1: dropped labels become the null label (10). With no dropout its
     # embedding never gets a gradient; with all labels dropped only it does.
     unet = tiny_unet()
     before = unet.class_embedding.weight.detach().clone()  # (11, D)

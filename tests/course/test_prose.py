@@ -21,6 +21,10 @@ def test_glue_values_hands_plain_python_numbers_to_glue(monkeypatch):
 
 def test_claim_passes_silently_and_stops_the_page_naming_the_sentence():
     prose.claim(2 < 3, "two is less than three")
+    prose.claim(np.float64(2) < 3, "a numpy comparison is a bool too")
+    prose.claim(torch.tensor(2.0) < 3, "and a torch one")
+    with pytest.raises(TypeError, match="holds must be a bool"):
+        prose.claim([0], "a non-empty list is not a verdict")
     with pytest.raises(AssertionError, match="the text says that DDIM beats DDPM"):
         prose.claim(False, "DDIM beats DDPM")
 
@@ -44,3 +48,6 @@ def test_times_ten_refuses_zero_and_non_finite():
     for x in (0.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="finite non-zero"):
             prose.times_ten(x)
+    for digits in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="digits"):
+            prose.times_ten(1.5, digits)

@@ -28,7 +28,10 @@ CHAPTERS = sorted((ROOT / "book").glob("0[1-9]_*.md"))
 CONSTANTS = Path(__file__).resolve().parent / "prose_constants"
 
 # A number: optional thousands separators, decimals, exponent. Not part of a word or a longer number.
-NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.])\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])")
+NUMBER = re.compile(
+    r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d])"  # 652,449
+    r"|(?<![\w.])\d+(?:\.\d+)?(?:[eE][-+\u2212]?\d+)?(?!\d|\.\d)"  # 17.38, 2.03e4, 32 in 32x32; not 0.42.1 (a version)
+)
 REFERENCE = re.compile(
     r"(?:eqs?\.|equations?|Eq\.|Eqs\.|Equations?|Tables?|Algorithms?|Alg\.|Sections?|Sec\.|§|Figures?|Fig\.|"
     r"[Cc]hapters?|Appendix|Lemma|Theorem|Proposition|Corollary|Definition|Step|Exercise)\s*\(?$"
@@ -64,8 +67,9 @@ def numbers(markdown: str) -> list[tuple[str, str]]:
     found = []
     for match in NUMBER.finditer(text):
         token, before = match.group(), text[max(0, match.start() - 40) : match.start()]
-        if re.fullmatch(r"\d+", token) and int(token) <= 10:
-            continue
+        after = text[match.end() : match.end() + 2]
+        if re.fullmatch(r"\d+", token) and int(token) <= 10 and not re.match(r"\s?(%|x\b|×)", after):
+            continue  # a count or a coefficient; but 7% or 3x is a measurement until listed
         if REFERENCE.search(before.rstrip()) or re.search(
             r"(?:eqs?\.|Tables?|Algorithms?|Sections?)\s*[\d,\s]*(?:and|,)\s*$", before
         ):
@@ -125,6 +129,7 @@ def test_the_scanner_finds_typed_numbers_and_ignores_glue_code_math_and_referenc
         "```{code-cell} ipython3\nprint(3.14)\n```\n"
         "```{figure} images/fig_2.png\n:width: 80%\n:alt: A curve that falls to 0.48 at step 182.\n\n"
         "Caption 5.5.\n```\n```text\nplain 2.5\n```\n"
+        "About 7% of it, 3x faster, 2 steps, 12x12 images, diffusers 0.42.1, fp16.\n"
     )
     tokens = [token for token, _ in numbers(markdown)]
-    assert tokens == ["17.38", "1,000", "80", "0.48", "182", "5.5"], tokens
+    assert tokens == ["17.38", "1,000", "80", "0.48", "182", "5.5", "7", "3", "12"], tokens

@@ -18,7 +18,7 @@ KINDS = ["linear", "scaled_linear", "cosine", "sqrt", "sigmoid", "zero_snr"]
 
 
 def _betas(kind: str, num_steps: int) -> torch.Tensor:
-    if kind == "zero_snr":  # Lin et al. 2023: alpha_bar_{T-1} = 0, the edge case of the posterior
+    if kind == "zero_snr":  # Lin et al. 2024: alpha_bar_{T-1} = 0, the edge case of the posterior
         return rescale_zero_terminal_snr(make_betas("scaled_linear", num_steps))
     return make_betas(kind, num_steps)
 

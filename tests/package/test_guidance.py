@@ -175,7 +175,7 @@ def test_a_guidance_scale_function_may_return_a_number(mixture, apg):
     as_function = CFGDenoiser(mixture, lambda sigma: 3.0, uncond={"class_labels": NULL}, apg=apg)
     as_number = CFGDenoiser(mixture, 3.0, uncond={"class_labels": NULL}, apg=apg)
     torch.testing.assert_close(as_function(x, sigma, class_labels=labels), as_number(x, sigma, class_labels=labels))
-    if apg is None:  # the oracle: uncond + 3 (cond - uncond) from the exact mixture (Ho & Salimans 2022, eq. 6)
+    if apg is None:  # the oracle: uncond + 3 (cond - uncond) from the exact mixture (Ho & Salimans 2021, eq. 6)
         d_u, d_c = mixture(x, sigma, class_labels=NULL.expand(3)), mixture(x, sigma, class_labels=labels)
         torch.testing.assert_close(as_function(x, sigma, class_labels=labels), d_u + 3.0 * (d_c - d_u))
     negative = CFGDenoiser(mixture, lambda sigma: -1.0, uncond={"class_labels": NULL})

@@ -1,4 +1,4 @@
-"""Schedules against independent oracles: diffusers, k-diffusion, closed forms and Lin et al. 2023 Table 2."""
+"""Schedules against independent oracles: diffusers, k-diffusion, closed forms and Lin et al. 2024 Table 2."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def test_rescale_zero_terminal_snr_matches_diffusers(kind: str) -> None:
 def test_rescale_zero_terminal_snr_properties(kind: str, num_steps: int) -> None:
     betas = make_betas(kind, num_steps)
     before, after = alphas_cumprod(betas), alphas_cumprod(rescale_zero_terminal_snr(betas))
-    assert snr(after)[-1].item() == 0.0  # Lin et al. 2023: SNR(T) = 0 exactly
+    assert snr(after)[-1].item() == 0.0  # Lin et al. 2024: SNR(T) = 0 exactly
     assert math.isclose(after[0].item(), before[0].item(), rel_tol=1e-12)  # first alpha_bar kept
     assert bool((after[1:] < after[:-1]).all())
 

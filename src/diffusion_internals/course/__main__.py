@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write the checkpoint to")
     p.add_argument("--classifier", action="store_true", help="train the feature classifier instead")
     p.add_argument("--schedule", default="cosine", choices=sorted(BETA_SCHEDULE_OPTIONS))
-    p.add_argument("--zero-snr", action="store_true", help="rescale to zero terminal SNR (Lin et al. 2023)")
+    p.add_argument("--zero-snr", action="store_true", help="rescale to zero terminal SNR (Lin et al. 2024)")
     p.add_argument("--prediction", default="eps", choices=list(SHORT_NAMES))
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=128)

@@ -7,7 +7,7 @@
 
 The loop is diffusers' usual one: ``x_T ~ N(0, init_noise_sigma^2 I)``, then for each timestep one
 batched U-Net call on ``[x, x]`` with ``[null, labels]``, classifier-free guidance on the model output
-(``uncond + w (cond - uncond)``, Ho & Salimans 2022; for eps or v this equals guidance on x0_hat at a
+(``uncond + w (cond - uncond)``, Ho & Salimans 2021; for eps or v this equals guidance on x0_hat at a
 fixed x), and ``scheduler.step``. With the checkpoint's own ``scheduler_config.json`` (DDIM, eta 0)
 it reproduces :func:`diffusion_internals.course.evaluation.sample_classes` on the same noise.
 
@@ -39,7 +39,7 @@ OUTPUT_TYPES = ("pt", "np", "pil")
 
 
 class DigitsPipeline(DiffusionPipeline):
-    """Class-conditional sampling with CFG from a UNet2DModel and any diffusers scheduler (Ho & Salimans 2022)."""
+    """Class-conditional sampling with CFG from a UNet2DModel and any diffusers scheduler (Ho & Salimans 2021)."""
 
     def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin) -> None:
         """Register the U-Net (num_class_embeds = classes + 1, the last the null label) and the scheduler."""
@@ -67,7 +67,7 @@ class DigitsPipeline(DiffusionPipeline):
         output_type: str = "pt",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
-        """Samples of the given classes; the null label asks for unconditional ones (Ho & Salimans 2022, Alg. 2)."""
+        """Samples of the given classes; the null label asks for unconditional ones (Ho & Salimans 2021, Alg. 2)."""
         null = null_label(self.unet)
         labels = torch.as_tensor(class_labels).reshape(-1)
         if labels.dtype.is_floating_point or labels.numel() == 0 or not bool(((labels >= 0) & (labels <= null)).all()):

@@ -15,7 +15,7 @@ features are computed once per data set and process.
 
 :func:`evaluate` scores a class-conditional model at several ``guidance_scale`` values (``0`` = unconditional,
 ``1`` = conditional, no guidance): the same number of samples of every class, drawn with the package's
-DDIM sampler (Song et al. 2021) around ``CFGDenoiser`` (Ho & Salimans 2022) by :func:`sample_classes`.
+DDIM sampler (Song et al. 2021) around ``CFGDenoiser`` (Ho & Salimans 2021) by :func:`sample_classes`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def sample_classes(
     progress: bool = False,
     **fixes: Any,
 ) -> torch.Tensor:
-    """Unclipped samples (B, C, H, W) of labels (B,), DDIM with CFG at guidance_scale (Ho & Salimans 2022).
+    """Unclipped samples (B, C, H, W) of labels (B,), DDIM with CFG at guidance_scale (Ho & Salimans 2021).
 
     `fixes` are CFGDenoiser's keyword options (rescale=, threshold=, interval=, apg=, ...).
     """

@@ -77,7 +77,7 @@ FIXES = ("none", "rescale", "threshold", "interval", "apg")
 # The default setting of each fix, as CFGDenoiser keyword arguments; guided(..., **overrides) replaces them.
 FIX_DEFAULTS: dict[str, dict[str, Any]] = {
     "none": {},
-    # Lin et al. 2023, eqs. 15-16: match the conditional prediction's per-sample std, mixed by phi = 0.7 (their value).
+    # Lin et al. 2024, eqs. 15-16: match the conditional prediction's per-sample std, mixed by phi = 0.7 (their value).
     "rescale": {"rescale": 0.7},
     # Saharia et al. 2022 (Imagen), Sec. 2.3: s = 99.5th percentile of |x0_hat|, clamped to [1, 1.5] (DeepFloyd IF's
     # bound); clip to [-s, s] and divide by s.
@@ -136,7 +136,7 @@ def _fix_settings(fix: str, overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def guided(denoiser: DiscreteDenoiser, guidance_scale: float, fix: str = "none", **overrides: Any) -> CFGDenoiser:
-    """CFG at guidance_scale around a class-conditional denoiser, one fix at its FIX_DEFAULTS (Ho & Salimans 2022)."""
+    """CFG at guidance_scale around a class-conditional denoiser, one fix at its FIX_DEFAULTS (Ho & Salimans 2021)."""
     guidance_scale = check_guidance_scale(guidance_scale)
     settings = _fix_settings(fix, overrides)
     return CFGDenoiser(denoiser, guidance_scale, uncond={"class_labels": torch.tensor([_null(denoiser)])}, **settings)

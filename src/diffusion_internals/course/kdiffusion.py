@@ -71,11 +71,13 @@ def import_sampling() -> types.ModuleType:
     before = set(sys.modules)
     try:
         return importlib.import_module("k_diffusion.sampling")
-    except ModuleNotFoundError as error:
+    except BaseException as error:  # leave nothing half-imported, whatever failed
         added += [name for name in set(sys.modules) - before if name.startswith("k_diffusion")]
         for name in added:
             sys.modules.pop(name, None)
-        raise _missing(f"k-diffusion's samplers need {error.name!r}, which is not installed", error.name) from error
+        if isinstance(error, ModuleNotFoundError):
+            raise _missing(f"k-diffusion's samplers need {error.name!r}, which is not installed", error.name) from error
+        raise
     finally:
         for name in stubs:
             sys.modules.pop(name, None)

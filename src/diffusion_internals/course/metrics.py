@@ -135,7 +135,11 @@ def frechet_distance_interval(
     seed: int = 0,
     strata: torch.Tensor | None = None,
 ) -> tuple[float, float]:
-    """A bootstrap interval for the Frechet distance: features_a (the samples) resampled, features_b fixed."""
+    """A bootstrap interval for the Frechet distance: features_a (the samples) resampled, features_b fixed.
+
+    Returns (low, high) = FID -+ z * (the standard deviation of the resampled FIDs); low is cut at 0, where a
+    squared distance ends.
+    """
     # Efron & Tibshirani 1993, ch. 13, the normal interval: FID +- z * (standard deviation of the FIDs of
     # resamples of the samples with replacement). Not the percentile interval: a resample repeats rows, which
     # shrinks its covariance and biases its FID upwards, so the resampled FIDs sit above the estimate; their
@@ -201,11 +205,11 @@ def kernel_distance(
     for name, f in (("features_a", a), ("features_b", b)):
         if f.shape[0] < 2:
             raise ValueError(f"{name} must hold at least 2 samples for the unbiased estimate, got {f.shape[0]}")
+    check_int("n_subsets", n_subsets, minimum=1)
+    check_int("seed", seed, minimum=0)
     if subset_size is None:
         return _unbiased_mmd2(a, b)
     check_int("subset_size", subset_size, minimum=2)
-    check_int("n_subsets", n_subsets, minimum=1)
-    check_int("seed", seed, minimum=0)
     if subset_size > min(a.shape[0], b.shape[0]):
         raise ValueError(
             f"subset_size must be at most the smaller set's size {min(a.shape[0], b.shape[0])}, got {subset_size}"

@@ -2,7 +2,7 @@
 
 The two diffusion networks are called as ``model(x_t, t, class_labels=y)`` and predict eps, v or x0 (whichever they were
 trained on) with the shape of ``x_t``; :class:`diffusion_internals.denoisers.DiscreteDenoiser` turns
-either into a denoiser. Class conditioning follows classifier-free guidance (Ho & Salimans 2022):
+either into a denoiser. Class conditioning follows classifier-free guidance (Ho & Salimans 2021):
 labels ``0 .. K-1`` are the classes and the extra label ``K`` (:func:`null_label`) is "no class",
 seen in training when a label is dropped. All three are diffusers ``ModelMixin``s, so ``save_pretrained``
 and ``from_pretrained`` work for each.
@@ -34,7 +34,7 @@ def class_conditional_unet(
     layers_per_block: int = 1,
     norm_num_groups: int = 8,
 ) -> UNet2DModel:
-    """A small UNet2DModel with num_classes + 1 class embeddings, the last the null class (Ho & Salimans 2022)."""
+    """A small UNet2DModel with num_classes + 1 class embeddings, the last the null class (Ho & Salimans 2021)."""
     for name, value in (
         ("in_channels", in_channels),
         ("sample_size", sample_size),

@@ -10,10 +10,10 @@
    for every hypothesis, so the one with the lowest error is the one the weights were trained on
    (for a Bayes-optimal network exactly; tested on exact networks for Gaussian data). It also
    checks that the null label that classifier-free guidance needs was trained (label dropout, Ho &
-   Salimans 2022): an untrained null embedding makes the unconditional error much larger.
+   Salimans 2021): an untrained null embedding makes the unconditional error much larger.
 2. **A guidance slider for users.** :func:`slider_config` maps a guidance scale chosen on a
    slider capped at :data:`MAX_GUIDANCE` to the whole sampling configuration: the guidance_scale itself,
-   the CFG rescale factor phi (Lin et al. 2023, eqs. 15-16) growing with it, dynamic thresholding
+   the CFG rescale factor phi (Lin et al. 2024, eqs. 15-16) growing with it, dynamic thresholding
    (Saharia et al. 2022, Sec. 2.3) whenever guidance extrapolates, and the sampler. A scale off the
    slider is an error, not silently clamped.
 """
@@ -63,7 +63,7 @@ FINDINGS = ("schedule", "prediction_type", "label_dropout")  # what diagnose can
 DEFAULT_LOG_SNRS = torch.linspace(-5.0, 3.0, 9, dtype=torch.float64)
 
 MAX_GUIDANCE = 7.0  # the slider's cap
-# Lin et al. 2023 (Sec. 3.4) use phi = 0.7 at their scales; on the client model 0.7 at scale 7 dulls colours well
+# Lin et al. 2024 (Sec. 3.4) use phi = 0.7 at their scales; on the client model 0.7 at scale 7 dulls colours well
 # below the data (HSV saturation 0.44 against 0.55), 0.5 keeps them nearer; thresholding alone leaves 0.52.
 RESCALE_AT_MAX = 0.5
 THRESHOLD_PERCENTILE = 0.995  # Saharia et al. 2022, Sec. 2.3
@@ -155,7 +155,7 @@ def diagnose(
     sampling_steps: int = 50,
     null_ratio_threshold: float = NULL_RATIO_THRESHOLD,
 ) -> Diagnosis:
-    """The schedule and prediction type the weights were trained on; is the null label trained (Ho & Salimans 2022)."""
+    """The schedule and prediction type the weights were trained on; is the null label trained (Ho & Salimans 2021)."""
     for key in ("schedule", "prediction_type", "num_train_timesteps"):
         if key not in config:
             raise ValueError(f"config must have schedule, prediction_type and num_train_timesteps; missing {key!r}")
@@ -256,7 +256,7 @@ class SamplingConfig:
     steps: int
 
     def guided(self, denoiser: Any, uncond: dict[str, torch.Tensor]) -> CFGDenoiser:
-        """The denoiser guided with this configuration (Ho & Salimans 2022; Lin et al. 2023; Saharia et al. 2022)."""
+        """The denoiser guided with this configuration (Ho & Salimans 2021; Lin et al. 2024; Saharia et al. 2022)."""
         return CFGDenoiser(
             denoiser,
             self.guidance_scale,
@@ -268,7 +268,7 @@ class SamplingConfig:
 
 
 def slider_config(guidance_scale: float, *, name: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS) -> SamplingConfig:
-    """The configuration behind a slider position in [0, MAX_GUIDANCE] (Lin et al. 2023, eq. 16; Saharia 2022)."""
+    """The configuration behind a slider position in [0, MAX_GUIDANCE] (Lin et al. 2024, eq. 16; Saharia 2022)."""
     guidance_scale = check_real(
         "guidance_scale",
         guidance_scale,

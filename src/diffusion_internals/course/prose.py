@@ -27,12 +27,18 @@ def glue_values(**values: Any) -> None:
 
 def claim(holds: bool, statement: str) -> None:
     """Stop the page when the numbers computed above no longer support what its text says (`statement`)."""
+    if hasattr(holds, "item") and getattr(holds, "ndim", 0) == 0:
+        holds = holds.item()  # a numpy or torch boolean scalar
+    if not isinstance(holds, bool):
+        raise TypeError(f"holds must be a bool (a comparison of the numbers), got {type(holds).__name__}: {holds!r}")
     if not holds:
         raise AssertionError(f"the text says that {statement}, and the numbers computed above no longer show it")
 
 
 def times_ten(x: float, digits: int = 3) -> str:
     """x as prose in scientific notation, 2.03 · 10⁴, with `digits` significant digits."""
+    if isinstance(digits, bool) or not isinstance(digits, int) or digits < 1:
+        raise ValueError(f"digits must be an int >= 1 (significant digits), got {digits!r}")
     if not math.isfinite(x) or x == 0:
         raise ValueError(f"x must be a finite non-zero number, got {x!r}")
     exponent = math.floor(math.log10(abs(x)))

@@ -4,7 +4,7 @@ One step (Ho et al. 2020, Algorithm 1): draw ``x0`` (and its label), ``t ~ U{0, 
 ``eps ~ N(0, I)``; form ``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps``; regress the
 network's output on the target of its prediction type, eps, ``v = sqrt(alpha_bar) eps -
 sqrt(1 - alpha_bar) x0`` (Salimans & Ho 2022) or x0, with the mean squared error. A label is
-replaced by the null label with probability ``label_dropout`` (Ho & Salimans 2022, Algorithm 1), so
+replaced by the null label with probability ``label_dropout`` (Ho & Salimans 2021, Algorithm 1), so
 one network learns both the conditional and the unconditional model.
 
 Reproducibility: weights are initialised after ``torch.manual_seed(seed)``, and every draw of the

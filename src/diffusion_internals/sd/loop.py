@@ -161,7 +161,7 @@ def guided_denoiser(
     interval: tuple[float, float] | None = None,
     apg: APG | None = None,
 ) -> Any:
-    """D(x, sigma, encoder_hidden_states=cond) of the pipeline's U-Net, CFG against uncond (Ho & Salimans 2022)."""
+    """D(x, sigma, encoder_hidden_states=cond) of the pipeline's U-Net, CFG against uncond (Ho & Salimans 2021)."""
     check_choice("guidance_space", guidance_space, GUIDANCE_SPACES)
     # guidance_scale and the fixes are checked by CFGDenoiser.
     network, options = _network(pipe.unet), {"uncond": {"encoder_hidden_states": uncond}, "rescale": rescale}

@@ -77,7 +77,7 @@ def read_training_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
 
 
 def alphas_cumprod_for(config: dict[str, Any]) -> torch.Tensor:
-    """float64 alphas_cumprod of a config's schedule (or trained_betas), rescaled if zero_snr (Lin et al. 2023)."""
+    """float64 alphas_cumprod of a config's schedule (or trained_betas), rescaled if zero_snr (Lin et al. 2024)."""
     try:
         kind, zero_snr, steps = config["schedule"], config["zero_snr"], config["num_train_timesteps"]
     except KeyError as missing:
@@ -93,7 +93,7 @@ def alphas_cumprod_for(config: dict[str, Any]) -> torch.Tensor:
 
 
 def ddim_scheduler(config: dict[str, Any]) -> Any:
-    """diffusers' DDIMScheduler for a training config, clip_sample=False; trailing with zero_snr (Lin et al. 2023)."""
+    """diffusers' DDIMScheduler for a training config, clip_sample=False; trailing with zero_snr (Lin et al. 2024)."""
     from diffusers import DDIMScheduler
 
     check_choice("config['prediction_type']", config.get("prediction_type"), PREDICTION_TYPES)
