@@ -79,9 +79,9 @@ test-fast: lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Speed tables (benchmarks/*.py print a table and write benchmarks/results/*.csv); CPU, one thread.
-# sampler_overhead compares with k-diffusion, imported through the tests' importer (tests/support.py).
+# sampler_overhead compares with k-diffusion, imported through diffusion_internals.course.kdiffusion.
 bench: $(STAMP)
-	PYTHONPATH=tests $(BIN)/python benchmarks/sampler_overhead.py
+	$(BIN)/python benchmarks/sampler_overhead.py
 	$(BIN)/python benchmarks/end_to_end.py
 	$(BIN)/python benchmarks/quality_vs_nfe.py
 	$(BIN)/python benchmarks/sd_latency.py

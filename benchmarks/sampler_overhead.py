@@ -16,10 +16,10 @@ Columns:
 Ratios are taken within one run. k-diffusion's SDE samplers get an i.i.d. noise sampler (not the
 default Brownian tree) so that all three draw the same kind of noise.
 
-    PYTHONPATH=tests python benchmarks/sampler_overhead.py --steps 50 --repeats 5 --batch-sizes 1 8
+    python benchmarks/sampler_overhead.py --steps 50 --repeats 5 --batch-sizes 1 8
 
-(`make bench` sets PYTHONPATH: k-diffusion is imported through the tests' importer, tests/support.py,
-because its package __init__ needs extras the course does not install.)
+(k-diffusion is imported through diffusion_internals.course.kdiffusion, because its package __init__ needs
+extras the course does not install.)
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pathlib import Path
 import diffusers
 import torch
 from _results import RESULTS, write_csv  # benchmarks/_results.py, next to this script
-from support import import_k_diffusion_external  # tests/support.py, on PYTHONPATH (make bench)
 
+from diffusion_internals.course import kdiffusion
 from diffusion_internals.denoisers import DiscreteDenoiser
 from diffusion_internals.diffusers_compat import diffusers_sigmas
 from diffusion_internals.sampling import SAMPLERS
@@ -122,7 +122,7 @@ def measure(sampler: str, steps: int, repeats: int, batch: int) -> dict[str, flo
 
         runs["diffusers"] = diffusers_loop
     if k_name is not None:
-        k_external = import_k_diffusion_external()
+        k_external = kdiffusion.import_external()
         k_fn = getattr(k_external.sampling, k_name)
         k_denoiser = k_external.DiscreteEpsDDPMDenoiser(eps_model, alphas_cumprod.float(), quantize=False)
         k_sigmas = sigmas.float()

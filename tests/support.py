@@ -1,12 +1,10 @@
 """What the tests share: running course commands, the k-diffusion oracles, toy trained networks.
 
 * Subprocesses: ``ROOT``, ``BIN``, ``run`` for tests that run nbgrader or jupyter-book.
-* k-diffusion as an oracle: ``import k_diffusion`` runs its ``__init__``, which pulls in heavy extras (clip,
-  skimage, ...), and ``k_diffusion/utils.py`` imports torchvision, which does not import beside the pinned torch.
-  ``import_k_diffusion_sampling`` and ``import_k_diffusion_external`` are the course's learner-facing loader,
-  ``diffusion_internals.course.kdiffusion`` (a bare ``k_diffusion`` package, torchvision stubbed only while
-  ``k_diffusion.sampling`` is imported). k-diffusion is a declared test dependency: if it is missing these raise
-  (ImportError with the install command), they do not skip.
+* k-diffusion as an oracle: the tests import it through the course's learner-facing loader,
+  ``diffusion_internals.course.kdiffusion`` (``import k_diffusion`` would run its ``__init__``, which pulls in heavy
+  extras). k-diffusion is a declared test dependency: if it is missing the loader raises (ImportError with the
+  install command), the tests do not skip.
 * Toy "trained networks" built from an exact denoiser, written independently of
   ``diffusion_internals.denoisers.DiscreteDenoiser``. A perfect network trained on a VP schedule with training
   sigmas ``sigma_t = sqrt((1 - abar_t) / abar_t)`` sees ``x_in = x / sqrt(1 + sigma_t^2)`` (x = x0 + sigma_t eps)
@@ -20,14 +18,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-
-from diffusion_internals.course import kdiffusion
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -45,16 +40,6 @@ def course_env() -> dict[str, str]:
 def run(cmd: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """Run a command, returning its result; the output is kept for assertion messages."""
     return subprocess.run(cmd, cwd=cwd, env=course_env(), capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def import_k_diffusion_sampling() -> types.ModuleType:
-    """Return ``k_diffusion.sampling`` (Karras et al. 2022 reference code) without running k_diffusion/__init__.py."""
-    return kdiffusion.import_sampling()
-
-
-def import_k_diffusion_external() -> types.ModuleType:
-    """Return ``k_diffusion.external`` (Karras et al. 2022 reference wrappers) without k_diffusion/__init__.py."""
-    return kdiffusion.import_external()
 
 
 TARGETS = ("epsilon", "v_prediction", "sample")

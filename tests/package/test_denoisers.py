@@ -10,8 +10,9 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel, UNet2DModel
 from scipy.integrate import solve_ivp
-from support import import_k_diffusion_external, model_from_denoiser
+from support import model_from_denoiser
 
+from diffusion_internals.course import kdiffusion
 from diffusion_internals.denoisers import (
     DiscreteDenoiser,
     GaussianDenoiser,
@@ -20,7 +21,7 @@ from diffusion_internals.denoisers import (
 )
 from diffusion_internals.schedules import alphas_cumprod, make_betas, rescale_zero_terminal_snr
 
-K_EXTERNAL = import_k_diffusion_external()
+K_EXTERNAL = kdiffusion.import_external()
 AC = alphas_cumprod(make_betas("linear", 1000))  # float64, sigma_min ~ 0.01, sigma_max ~ 157
 AC_ZSNR = alphas_cumprod(rescale_zero_terminal_snr(make_betas("scaled_linear", 1000)))  # last entry 0
 SIGMAS = ((1 - AC) / AC).sqrt()

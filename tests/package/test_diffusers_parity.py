@@ -46,9 +46,10 @@ from collections.abc import Callable
 import diffusers
 import pytest
 import torch
-from support import eps_model_from_denoiser, import_k_diffusion_sampling
+from support import eps_model_from_denoiser
 
 from diffusion_internals import samplers
+from diffusion_internals.course import kdiffusion
 from diffusion_internals.denoisers import DiscreteDenoiser, GaussianMixtureDenoiser
 from diffusion_internals.diffusers_compat import diffusers_sigmas
 
@@ -298,7 +299,7 @@ def test_diffusers_third_order_sde_is_not_dpmpp_3m_sde():
     # Why diffusers_compat.diffusers_scheduler refuses "DPM++ 3M SDE": with the same noise, diffusers' third-order
     # sde-dpmsolver++ and k-diffusion's sample_dpmpp_3m_sde (the reference of ours) end far apart, while
     # the second-order pair above agrees to float32 precision.
-    k_sampling = import_k_diffusion_sampling()
+    k_sampling = kdiffusion.import_sampling()
     noises = draws(20, seed=6)
     scheduler = diffusers.DPMSolverMultistepScheduler(**SD, algorithm_type="sde-dpmsolver++", solver_order=3)
 

@@ -12,15 +12,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from support import import_k_diffusion_sampling
 
 from diffusion_internals import samplers
+from diffusion_internals.course import kdiffusion
 from diffusion_internals.denoisers import GaussianDenoiser, GaussianMixtureDenoiser, gaussian_ode_solution
 from diffusion_internals.samplers.lms import lms_coefficients
 from diffusion_internals.schedules import sigmas_karras
 from diffusion_internals.utils import per_sample_generators, randn_like
 
-K = import_k_diffusion_sampling()
+K = kdiffusion.import_sampling()
 SIGMA_MAX = 80.0
 
 # name -> (our sampler, k-diffusion's name or None, number of denoiser calls for n steps ending in 0)

@@ -11,9 +11,10 @@ import math
 import diffusers
 import pytest
 import torch
-from support import eps_model_from_denoiser, import_k_diffusion_sampling
+from support import eps_model_from_denoiser
 
 from diffusion_internals import diffusers_compat, samplers, sampling
+from diffusion_internals.course import kdiffusion
 from diffusion_internals.denoisers import (
     DiscreteDenoiser,
     GaussianDenoiser,
@@ -22,7 +23,7 @@ from diffusion_internals.denoisers import (
 )
 from diffusion_internals.schedules import alphas_cumprod, make_betas
 
-K = import_k_diffusion_sampling()
+K = kdiffusion.import_sampling()
 AC = alphas_cumprod(make_betas("scaled_linear", 1000))  # Stable Diffusion's schedule, float64
 MIXTURE = GaussianMixtureDenoiser(
     torch.tensor([[-1.0, 0.5], [1.0, -0.5]]), torch.tensor([0.3, 0.6]), torch.tensor([0.4, 0.6])

@@ -9,8 +9,8 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import import_k_diffusion_sampling
 
+from diffusion_internals.course import kdiffusion
 from diffusion_internals.schedules import (
     alphas_cumprod,
     alphas_cumprod_from_sigmas,
@@ -214,7 +214,7 @@ def test_inference_timesteps_match_lin_et_al_table_2() -> None:
 @FAST
 @given(n=st.integers(1, 200), sigma_min=st.floats(1e-3, 1.0), ratio=st.floats(1.01, 1e4), rho=st.floats(1.0, 10.0))
 def test_sigma_grids_match_k_diffusion(n: int, sigma_min: float, ratio: float, rho: float) -> None:
-    K = import_k_diffusion_sampling()
+    K = kdiffusion.import_sampling()
     sigma_max = sigma_min * ratio
     # k-diffusion works in float32. Karras' ramp subtracts numbers of size sigma_max^(1/rho) to reach
     # sigma_min^(1/rho); raising to rho turns that cancellation into a relative error of about
