@@ -161,7 +161,7 @@ def test_chapter_5_is_executed_with_the_sweep_and_a_kernel_free_explorer(built_b
     assert "Ho and Salimans" in text and "Lin et al." in text and "Saharia et al." in text, "citations missing"
     assert says(text, "Dhariwal and Nichol"), "classifier guidance is cited to the wrong paper"
     assert says(text, "Guidance intervals at w =") and "fid_slack = 2 x" in text, "the calibration cells did not run"
-    assert "def optimal_scale" in text, "the package's rule is not shown"
+    assert "def optimal_scale" in text and "def _fid_band" in text, "the package's rule is not shown"
     found = dict(re.findall(r"(none|rescale|threshold|interval|apg): optimal w = +([\d.]+)", text))
     assert set(found) == {"none", "rescale", "threshold", "interval", "apg"}, found
     assert 1 <= float(found["none"]) <= 3, f"plain CFG's optimal scale should be small, got {found['none']}"

@@ -207,7 +207,7 @@ def test_seed_spread_is_the_relative_sample_std_per_scale():
 def test_fid_slack_is_two_largest_relative_stds_rounded_up():
     assert gs.fid_slack_from_spread({1.0: 0.031, 2.0: 0.052}) == 0.11  # 2 x 0.052 = 0.104 -> 0.11
     assert gs.fid_slack_from_spread({1.0: 0.05}) == 0.10  # exactly 0.1 stays 0.1 (no float round-up to 0.11)
-    assert gs.fid_slack_from_spread({1.0: 0.05}, sigmas=3.0) == 0.15
+    assert gs.fid_slack_from_spread({1.0: 0.05}, n_std=3.0) == 0.15
     with pytest.raises(ValueError, match="spread"):
         gs.fid_slack_from_spread({})
 

@@ -31,6 +31,7 @@ import csv
 import json
 import math
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -249,10 +250,7 @@ def optimal_scale(
     # (fid_slack_from_spread; the committed sweep's is measured_fid_slack()); 0.1 is a generic default.
     # A row without a "fix" key counts as fix "none" (a sweep of plain CFG).
     check_choice("fix", fix, FIXES)
-    if not isinstance(min_accuracy, (int, float)) or isinstance(min_accuracy, bool) or not 0 <= min_accuracy <= 1:
-        raise ValueError(f"min_accuracy must be a number in [0, 1], got {min_accuracy!r}")
-    if not isinstance(fid_slack, (int, float)) or isinstance(fid_slack, bool) or not fid_slack >= 0:
-        raise ValueError(f"fid_slack must be a number >= 0, got {fid_slack!r}")
+    _check_band(min_accuracy, fid_slack)
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
         raise ValueError(f"rows must be a sequence of dicts with keys {list(COLUMNS[:4])}, got {type(rows).__name__}")
     for i, row in enumerate(rows):
@@ -263,14 +261,30 @@ def optimal_scale(
         raise ValueError(
             f"rows hold no row with fix={fix!r}; fixes present: {sorted({r.get('fix', 'none') for r in rows})}"
         )
-    eligible = [row for row in mine if float(row["accuracy"]) >= min_accuracy and math.isfinite(float(row["fid"]))]
-    if not eligible:
+    band = _fid_band(mine, min_accuracy=min_accuracy, fid_slack=fid_slack)
+    if not band:
         best = max(float(r["accuracy"]) for r in mine)
         raise ValueError(
             f"no row with fix={fix!r} reaches accuracy >= {min_accuracy} (best {best:.3f}): no scale qualifies"
         )
+    return max(float(row["scale"]) for row in band)
+
+
+def _check_band(min_accuracy: float, fid_slack: float) -> None:
+    """The settings of the FID band of optimal_scale and choose_interval, checked."""
+    if not isinstance(min_accuracy, (int, float)) or isinstance(min_accuracy, bool) or not 0 <= min_accuracy <= 1:
+        raise ValueError(f"min_accuracy must be a number in [0, 1], got {min_accuracy!r}")
+    if not isinstance(fid_slack, (int, float)) or isinstance(fid_slack, bool) or not fid_slack >= 0:
+        raise ValueError(f"fid_slack must be a number >= 0, got {fid_slack!r}")
+
+
+def _fid_band(rows: Sequence[dict[str, Any]], *, min_accuracy: float, fid_slack: float) -> list[dict[str, Any]]:
+    """The rows reaching min_accuracy whose FID is at most (1 + fid_slack) times the lowest of them (none: [])."""
+    eligible = [row for row in rows if float(row["accuracy"]) >= min_accuracy and math.isfinite(float(row["fid"]))]
+    if not eligible:
+        return []
     best_fid = min(float(row["fid"]) for row in eligible)
-    return max(float(row["scale"]) for row in eligible if float(row["fid"]) <= (1 + fid_slack) * best_fid)
+    return [row for row in eligible if float(row["fid"]) <= (1 + fid_slack) * best_fid]
 
 
 def seed_spread(rows: Sequence[dict[str, Any]]) -> dict[float, float]:
@@ -283,21 +297,16 @@ def seed_spread(rows: Sequence[dict[str, Any]]) -> dict[float, float]:
         by_scale.setdefault(float(row["scale"]), []).append(float(row["fid"]))
     if not by_scale or any(len(fids) < 2 for fids in by_scale.values()):
         raise ValueError(f"rows must hold at least two seeds at every scale, got {len(rows)} rows: {by_scale}")
-    spread = {}
-    for scale, fids in sorted(by_scale.items()):
-        mean = sum(fids) / len(fids)
-        std = math.sqrt(sum((f - mean) ** 2 for f in fids) / (len(fids) - 1))
-        spread[scale] = std / mean
-    return spread
+    return {scale: statistics.stdev(fids) / statistics.fmean(fids) for scale, fids in sorted(by_scale.items())}
 
 
-def fid_slack_from_spread(spread: dict[float, float], *, sigmas: float = 2.0) -> float:
-    """optimal_scale's fid_slack: `sigmas` times the largest relative seed std of FID, rounded up to 0.01."""
+def fid_slack_from_spread(spread: dict[float, float], *, n_std: float = 2.0) -> float:
+    """optimal_scale's fid_slack: `n_std` times the largest relative seed std of FID, rounded up to 0.01."""
     # Two standard deviations: a row whose FID is within 2 seed stds of the best could have been the best with
     # other noise. The largest spread over the measured scales, so the band holds at each of them.
     if not spread:
         raise ValueError("spread must hold the relative std of at least one scale (seed_spread's result)")
-    return math.ceil(round(sigmas * max(spread.values()) * 100, 6)) / 100
+    return math.ceil(round(n_std * max(spread.values()) * 100, 6)) / 100
 
 
 def guided_steps(sigmas: torch.Tensor, interval: tuple[float, float]) -> int:
@@ -315,11 +324,10 @@ def choose_interval(
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or not {"interval", "guided_steps", "fid", "accuracy"} <= set(row):
             raise ValueError(f"rows[{i}] must be a dict with keys interval, guided_steps, fid, accuracy, got {row!r}")
-    eligible = [row for row in rows if float(row["accuracy"]) >= min_accuracy]
-    if not eligible:
+    _check_band(min_accuracy, fid_slack)
+    band = _fid_band(rows, min_accuracy=min_accuracy, fid_slack=fid_slack)
+    if not band:
         raise ValueError(f"no candidate interval reaches accuracy >= {min_accuracy}: {[r['interval'] for r in rows]}")
-    best_fid = min(float(row["fid"]) for row in eligible)
-    band = [row for row in eligible if float(row["fid"]) <= (1 + fid_slack) * best_fid]
     chosen = min(band, key=lambda row: (int(row["guided_steps"]), float(row["fid"])))
     return tuple(float(v) for v in chosen["interval"])
 
