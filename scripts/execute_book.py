@@ -66,6 +66,15 @@ def read(page: Path, aliases: dict[str, str]) -> nbformat.NotebookNode:
     return nb
 
 
+def is_cached(cache, nb: nbformat.NotebookNode) -> bool:
+    """Whether the cache holds this chapter's code executed (jupyter-cache's match, as the build does)."""
+    try:
+        cache.match_cache_notebook(nb)
+    except KeyError:
+        return False
+    return True
+
+
 def execute(job: tuple[str, dict, int, bool]):
     """Run one chapter in its own folder, as myst-nb does (execution_in_temp is off)."""
     path, nb, timeout, allow_errors = job
@@ -90,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print("execute_book: _config.yml does not execute into the cache; nothing to do")
         return 0
     aliases = config.get("sphinx", {}).get("config", {}).get("nb_kernel_rgx_aliases", {}) or {}
-    cache = get_cache(str(course / (execute_config.get("cache") or "_build/.jupyter_cache")))
+    # An author's run (--out) always executes and never touches the cache.
+    cache = None if args.out else get_cache(str(course / (execute_config.get("cache") or "_build/.jupyter_cache")))
     pages = chapters(course)
     if args.only:
         unknown = sorted(set(args.only) - {p.stem for p in pages})
@@ -100,11 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = []
     for page in pages:
         nb = read(page, aliases)
-        try:
-            if args.out is not None:
-                raise KeyError(page)  # an author's run: always execute, never touch the cache
-            cache.match_cache_notebook(nb)
-        except KeyError:
+        if cache is None or not is_cached(cache, nb):
             todo.append((str(page), nb, execute_config.get("timeout", 30), execute_config.get("allow_errors", False)))
     if not todo:
         print("execute_book: every chapter is cached")
@@ -132,9 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         return 1 if failed else 0
     print(f"execute_book: {len(todo) - len(failed)} of {len(todo)} chapters cached")
-    return (
-        1 if failed and args.only else 0
-    )  # an author's --only check fails; otherwise the build reports a failing chapter
+    # An author's --only check fails with its chapter; otherwise the build, not this step, reports a failing one.
+    return 1 if failed and args.only else 0
 
 
 if __name__ == "__main__":
