@@ -10,6 +10,13 @@ estimate of ``x0`` with the shape and dtype of ``x``.
   exact: toy data whose ideal denoiser and probability-flow ODE are known in closed form, so every
   sampler and guidance rule can be checked against the truth.
 
+**Pure noise, sigma = inf.** A zero-terminal-SNR schedule (Lin et al. 2024) and a rectified-flow grid
+(t = 1) start at sigma = inf, where ``x0 + sigma * eps`` is infinite. There, and only there, ``x`` holds
+its finite limit ``x / sqrt(1 + sigma^2) = eps``: the variance-preserving sample at alpha_bar = 0, which
+is also the flow sample at t = 1. Every denoiser here accepts ``sigma = inf`` with that meaning (rows of
+a batch may mix it with finite levels) and returns the x0 estimate its model makes from pure noise; the
+samplers that can step from it are listed in :data:`diffusion_internals.samplers.common.FROM_INFINITY`.
+
 Schedule arithmetic is done in float64; results are cast back to the dtype of ``x``.
 :class:`DiscreteDenoiser` keeps float64 for its per-sample coefficients (``t``, ``c_in``, ``c_out``) and
 works on the ``(B, ...)`` tensors in the dtype of ``x``, as k-diffusion does: one pass for ``c_in x``, one
@@ -135,7 +142,7 @@ class DiscreteDenoiser:
         self.sigmas = sigmas_from_alphas_cumprod(a)  # (T,) ascending in t; sigmas[-1] = inf at zero terminal SNR
         self.log_sigmas = self.sigmas.log()
         self.sigma_min = float(self.sigmas[0])
-        self.sigma_max = float(self.sigmas[-1])  # inf for a zero-terminal-SNR schedule: start samplers below it
+        self.sigma_max = float(self.sigmas[-1])  # inf for a zero-terminal-SNR schedule: x is then the pure noise
 
     def sigma_to_t(self, sigma: float | torch.Tensor) -> torch.Tensor:
         """Timestep of sigma, linear in log sigma between neighbours, or the nearest if quantize (k-diffusion)."""
@@ -176,7 +183,7 @@ class DiscreteDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor, **cond: Any) -> torch.Tensor:
         """x0_hat from the network's eps, v or x0 at t = sigma_to_t(sigma) (Karras et al. 2022, eq. 7 and Table 1)."""
-        s = check_level("sigma", sigma, x, "[0, inf)")  # float64, (B or 1, 1, ..., 1)
+        s = check_level("sigma", sigma, x, "[0, inf]")  # float64, (B or 1, 1, ..., 1); inf: x is the pure noise
         dtype = x.dtype if self.dtype is None else self.dtype  # fed to the network, whatever callable it is
         # t is float (k-diffusion's continuous t) or int64 when quantized; diffusers UNets take either.
         # float32 suffices for t <= 1000 in a timestep embedding; float64 networks get float64 t.
@@ -185,7 +192,8 @@ class DiscreteDenoiser:
             self._t_from_checked_sigma(s.reshape(-1).expand(x.shape[0])), dtype=t_dtype, device=x.device
         )  # (B,)
         # The VP view of the same point: alpha_bar = 1 / (1 + sigma^2) and x_t = c_in x = sqrt(alpha_bar) x.
-        c_in = (1 + s**2).rsqrt()  # float64, (B or 1, 1, ..., 1)
+        # At sigma = inf x already is the VP sample (the module docstring): c_in = 1 there.
+        c_in = torch.where(torch.isinf(s), 1.0, (1 + s**2).rsqrt())  # float64, (B or 1, 1, ..., 1)
         x_t = x * c_in.to(x.dtype)  # (B, ...)
         _check_weights(self.model, dtype, x.device)
         output = unwrap_output(self.model(x_t.to(dtype), t, **cond))
@@ -225,7 +233,7 @@ class GaussianDenoiser:
     def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor, **cond: Any) -> torch.Tensor:
         """D(x, sigma) = mean + std^2 / (std^2 + sigma^2) (x - mean) (Tweedie; Karras et al. 2022, eq. 3)."""
         _no_cond("GaussianDenoiser", cond)
-        s = check_level("sigma", sigma, x, "[0, inf)")  # float64, (B or 1, 1, ..., 1)
+        s = check_level("sigma", sigma, x, "[0, inf]")  # float64, (B or 1, 1, ..., 1); inf gives the mean
         _check_event(x, self.event_shape)
         mean, var = self.mean.to(x.device), self.std.to(x.device) ** 2
         return (mean + var / (var + s**2) * (x.to(torch.float64) - mean)).to(x.dtype)
@@ -279,7 +287,7 @@ class GaussianMixtureDenoiser:
     ) -> torch.Tensor:
         """sum_k r_k (m_k + s_k^2/(s_k^2+sigma^2)(x - m_k)), r by logsumexp; class k >= 0 sets r = e_k (Tweedie)."""
         _no_cond("GaussianMixtureDenoiser (apart from class_labels)", cond)
-        s = check_level("sigma", sigma, x, "[0, inf)")  # float64, (B or 1, 1, ..., 1)
+        s = check_level("sigma", sigma, x, "[0, inf]")  # float64, (B or 1, 1, ..., 1); inf: r = the prior
         if x.shape[1:] != self.event_shape:
             raise ValueError(
                 f"x must have shape (B, *event_shape) = (B, {', '.join(map(str, self.event_shape))}),"
@@ -295,6 +303,8 @@ class GaussianMixtureDenoiser:
         logits = (
             self.weights.to(x.device).log() - 0.5 * diff.pow(2).sum(-1) / var - 0.5 * dim * torch.log(2 * math.pi * var)
         )  # (B, K)
+        # At sigma = inf x says nothing about the component: the responsibilities are the weights.
+        logits = torch.where(torch.isinf(var), self.weights.to(x.device).log(), logits)
         if class_labels is not None:
             logits = logits.masked_fill(self._class_mask(class_labels, batch, x.device), -math.inf)
         r = torch.softmax(logits, dim=-1)  # responsibilities, exp(logits - logsumexp(logits)), (B, K)
@@ -344,11 +354,13 @@ def gaussian_ode_solution(
 ) -> torch.Tensor:
     """Exact probability-flow ODE map sigma_from -> sigma_to for N(mean, diag(std^2)) data (Karras 2022, eqs. 1, 3)."""
     data = GaussianDenoiser(mean, std)  # checks mean and std
-    s_from = check_level("sigma_from", sigma_from, x, "[0, inf)")  # float64, (B or 1, 1, ..., 1)
+    s_from = check_level("sigma_from", sigma_from, x, "[0, inf]")  # float64, (B or 1, 1, ..., 1); inf: x is eps
     s_to = check_level("sigma_to", sigma_to, x, "[0, inf)")
     _check_event(x, data.event_shape)
     mean, var = data.mean.to(x.device), data.std.to(x.device) ** 2
     # dx/dsigma = (x - D(x, sigma)) / sigma = sigma (x - mean) / (std^2 + sigma^2), so
     # d/dsigma log(x - mean) = d/dsigma log sqrt(std^2 + sigma^2): (x - mean) / sqrt(std^2 + sigma^2) is constant.
-    scale = torch.sqrt((var + s_to**2) / (var + s_from**2))
-    return (mean + (x.to(torch.float64) - mean) * scale).to(x.dtype)
+    # Its value at sigma = inf is the limit of x / sigma, the pure noise x holds there.
+    xf = x.to(torch.float64)
+    invariant = torch.where(torch.isinf(s_from), xf, (xf - mean) / torch.sqrt(var + s_from**2))
+    return (mean + invariant * torch.sqrt(var + s_to**2)).to(x.dtype)

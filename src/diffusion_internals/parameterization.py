@@ -112,12 +112,21 @@ def denoised_from_prediction(
     """x0_hat = c_skip x + c_out F of a network F fed x / sqrt(1 + sigma^2) (Karras et al. 2022, Table 1).
 
     ``x`` is ``x0 + sigma eps``, ``(B, ...)``; ``sigma`` float64 ``(B or 1, 1, ..., 1)``; the result has x's dtype.
+    Where sigma = inf, x is the pure noise eps (:mod:`diffusion_internals.denoisers`): a v network gives
+    x0_hat = -v there (Lin et al. 2024, Sec. 3.2); an eps network gives no x0 at all and raises.
     """
     check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+    at_infinity = torch.isinf(sigma)
     if prediction_type == "epsilon":  # c_skip = 1, c_out = -sigma
+        if bool(at_infinity.any()):
+            raise ValueError(
+                "an epsilon-prediction network has no x0 estimate at sigma = inf (alpha_bar = 0): x0_hat = x - "
+                "sigma eps is inf - inf. Start the grid at a finite sigma, or use a v-prediction model, as Lin et al. "
+                "2024 do for zero terminal SNR"
+            )
         return torch.addcmul(x, sigma.to(x.dtype), prediction, value=-1)  # x - sigma eps, one pass
     if prediction_type == "v_prediction":  # c_skip = c_in^2 = 1 / (sigma^2 + 1), c_out = -sigma c_in
-        c_in = (sigma**2 + 1).rsqrt()
-        c_skip, sigma_c_in = c_in**2, sigma * c_in
+        c_skip = (sigma**2 + 1).reciprocal()  # 0 at sigma = inf, where x is finite
+        sigma_c_in = (1 + sigma**-2).rsqrt()  # sigma / sqrt(sigma^2 + 1): 1 at sigma = inf, 0 at sigma = 0
         return torch.addcmul(x * c_skip.to(x.dtype), sigma_c_in.to(x.dtype), prediction, value=-1)  # c_skip x + c_out v
     return prediction  # an x0 network: c_skip = 0, c_out = 1

@@ -5,7 +5,9 @@
 1. builds the sigma grid (ending in 0) from the denoiser's training schedule (``sigmas_for``):
    ``"karras"`` (Karras et al. 2022, eq. 5) and ``"exponential"`` are continuous grids between
    ``sigma_min`` and ``sigma_max``; ``"linspace"``, ``"leading"`` and ``"trailing"`` are the discrete
-   timestep grids of diffusers (Lin et al. 2024, Table 2), mapped to sigma through ``alphas_cumprod``;
+   timestep grids of diffusers (Lin et al. 2024, Table 2), mapped to sigma through ``alphas_cumprod``
+   (on a zero-terminal-SNR schedule "trailing" and "linspace" start at sigma = inf); ``"flow"`` is the
+   shifted rectified-flow grid, t from 1 to 0 as sigma = t / (1 - t) (:func:`diffusion_internals.flow.flow_sigmas`);
 2. draws the initial noise at ``sigmas[0]``, see ``INIT_NOISE`` below;
 3. runs the sampler, a plain function from :mod:`diffusion_internals.samplers`, whose step noise comes
    from the same ``generator`` (its ``noise`` argument).
@@ -23,7 +25,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from diffusion_internals import samplers, schedules
+from diffusion_internals import flow, samplers, schedules
 from diffusion_internals.samplers.common import Callback, Denoiser
 from diffusion_internals.utils import Generators, randn_like
 from diffusion_internals.validation import check_choice, check_int
@@ -55,7 +57,7 @@ SAMPLERS = {
     "unipc": samplers.sample_unipc,
 }
 CONTINUOUS_SCHEDULES = ("karras", "exponential")
-SCHEDULES = CONTINUOUS_SCHEDULES + schedules.TIMESTEP_SPACINGS
+SCHEDULES = CONTINUOUS_SCHEDULES + schedules.TIMESTEP_SPACINGS + ("flow",)
 
 # Where the initial noise starts, x = scale * z with z ~ N(0, I):
 #   "vp": scale = sqrt(1 + sigma_0^2). diffusers draws z as the VP sample x_T = sqrt(abar) x0 + sqrt(1 - abar) eps
@@ -64,6 +66,8 @@ SCHEDULES = CONTINUOUS_SCHEDULES + schedules.TIMESTEP_SPACINGS
 # The default (None) is "vp" for a denoiser with a discrete training schedule (alphas_cumprod), as diffusers'
 # DDPM/DDIM/DPM-Solver/UniPC schedulers; "ve" otherwise. (diffusers' Euler-type schedulers use "ve" with
 # timestep_spacing "linspace" or "trailing" and "vp" with "leading": see their init_noise_sigma.)
+# A grid starting at sigma_0 = inf (zero terminal SNR, the flow grid) starts from the pure noise x = z itself,
+# the limit of "vp" (see diffusion_internals.denoisers); "ve" is refused there.
 INIT_NOISE = ("vp", "ve")
 
 
@@ -108,12 +112,23 @@ def sigmas_for(
     sigma_min: float | None = None,
     sigma_max: float | None = None,
     rho: float = 7.0,
+    shift: float = 1.0,
+    mu: float | None = None,
 ) -> torch.Tensor:
-    """The float64 sigma grid of `steps` steps ending in 0 (Karras et al. 2022, eq. 5; Lin et al. 2024, Table 2)."""
+    """The float64 sigma grid of `steps` steps ending in 0 (Karras et al. 2022, eq. 5; Lin 2024; Esser 2024, eq. 23)."""
     steps = check_int("steps", steps, minimum=1)
     check_choice("schedule", schedule, SCHEDULES)
     if schedule != "karras" and rho != 7.0:
         raise ValueError(f"rho is only used by schedule='karras'; got rho={rho!r} with schedule={schedule!r}")
+    if schedule != "flow" and (shift != 1.0 or mu is not None):
+        raise ValueError(f"shift and mu are only used by schedule='flow'; got shift={shift!r}, mu={mu!r}")
+    if schedule == "flow":
+        if sigma_min is not None or sigma_max is not None:
+            raise ValueError(
+                f"schedule='flow' runs t from 1 to 0 (sigma from inf to 0); got sigma_min={sigma_min!r}, "
+                f"sigma_max={sigma_max!r}"
+            )
+        return flow.flow_sigmas(steps, shift=shift, mu=mu)
     alphas_cumprod = getattr(denoiser, "alphas_cumprod", None)
     if schedule in schedules.TIMESTEP_SPACINGS:
         if sigma_min is not None or sigma_max is not None:
@@ -158,6 +173,8 @@ def sample(
     sigma_min: float | None = None,
     sigma_max: float | None = None,
     rho: float = 7.0,
+    shift: float = 1.0,
+    mu: float | None = None,
     init_noise: str | None = None,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
@@ -180,11 +197,21 @@ def sample(
         or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)
     ):
         raise ValueError(f"shape must be a non-empty sequence of ints >= 1, (B, ...), got {shape!r}")
-    sigmas = sigmas_for(denoiser, steps, schedule=schedule, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
-    if init_noise is None:
-        init_noise = "vp" if isinstance(getattr(denoiser, "alphas_cumprod", None), torch.Tensor) else "ve"
+    sigmas = sigmas_for(
+        denoiser, steps, schedule=schedule, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, shift=shift, mu=mu
+    )
     sigma_0 = float(sigmas[0])
-    scale = math.sqrt(1 + sigma_0**2) if init_noise == "vp" else sigma_0
+    if math.isinf(sigma_0):  # pure noise: x holds z itself, the limit of x / sqrt(1 + sigma^2) (denoisers' docstring)
+        if init_noise == "ve":
+            raise ValueError(
+                "init_noise='ve' draws x = sigma_0 z, infinite at sigma_0 = inf (this grid starts at pure noise); "
+                "use init_noise=None or 'vp'"
+            )
+        scale = 1.0
+    else:
+        if init_noise is None:
+            init_noise = "vp" if isinstance(getattr(denoiser, "alphas_cumprod", None), torch.Tensor) else "ve"
+        scale = math.sqrt(1 + sigma_0**2) if init_noise == "vp" else sigma_0
     x = randn_like(torch.empty(shape, dtype=dtype, device=device), generator) * scale  # (B, ...)
     return SAMPLERS[sampler](
         denoiser,

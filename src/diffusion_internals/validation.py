@@ -99,7 +99,7 @@ def check_decreasing(name: str, values: torch.Tensor) -> torch.Tensor:
 
 
 def check_sigmas(sigmas: object) -> torch.Tensor:
-    """sigmas as given, after checking it is a 1-D float grid, finite, strictly decreasing and ending in 0."""
+    """sigmas as given, if a 1-D float grid, strictly decreasing, ending in 0 and finite after sigmas[0]."""
     if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
         shape = tuple(sigmas.shape) if isinstance(sigmas, torch.Tensor) else type(sigmas).__name__
         raise ValueError(f"sigmas must be a 1-D tensor of at least 2 noise levels ending in 0, got {shape}")
@@ -107,10 +107,11 @@ def check_sigmas(sigmas: object) -> torch.Tensor:
         raise ValueError(f"sigmas must be a floating-point tensor, got dtype {sigmas.dtype}")
     if sigmas[-1] != 0:
         raise ValueError(f"sigmas must end in 0 (the clean sample), got last value {sigmas[-1].item()}")
-    if not bool(torch.isfinite(sigmas).all()):
+    # Only the first level may be inf: a zero-terminal-SNR schedule or a rectified-flow grid starts at pure noise.
+    if not bool(torch.isfinite(sigmas[1:]).all()) or bool(torch.isnan(sigmas[0])) or sigmas[0] == -math.inf:
         raise ValueError(
-            "sigmas must be finite; got inf or NaN (a zero-terminal-SNR schedule has sigma_max = inf: "
-            "start from a finite sigma)"
+            f"sigmas must be finite after the first level (only sigmas[0] may be inf, pure noise), got "
+            f"{sigmas.tolist()[:8]}"
         )
     return check_decreasing("sigmas", sigmas)
 

@@ -19,6 +19,20 @@ normal noise shaped like x (asked for only by the stochastic samplers) and ``cal
 ``@sampler`` does the rest once for all samplers: the signature they share (extra_args, callback, noise,
 progress) followed by the algorithm's own options, the checks of sigmas and options, ``torch.no_grad``, the
 noise source and the progress bar.
+
+**A first step from sigma = inf** (a zero-terminal-SNR schedule, a rectified-flow grid). There ``x`` holds
+the pure noise z (see :mod:`diffusion_internals.denoisers`). As sigma -> inf, every step of DDIM, DDPM,
+Euler, Euler ancestral and the DPM-Solver++ multistep samplers tends to the same limit,
+
+    x' = D(z, inf) + sigma_next (sqrt(1 - rho^2) z + rho s_noise n),   n ~ N(0, I),
+
+with rho, the share of fresh noise, set by the sampler's options (``sigma_up / sigma_next`` of the
+ancestral split, 1 for DDPM and the SDE solvers, 0 for the ODE solvers); and their multistep corrections
+vanish on the next steps, whose ratio of step sizes r = h_last / h is infinite. ``@sampler(at_infinity=rho)``
+takes that step and hands the rest of the grid to the algorithm, as diffusers' DDIMScheduler does with
+``rescale_betas_zero_snr=True, timestep_spacing="trailing"``. Heun, DPM-2, LMS, DPM++ 2S, UniPC and CFG++
+evaluate or weight the model at a level derived from sigma (a trapezoid in sigma, a midpoint in log sigma,
+polynomials through the past levels) and have no such limit: they raise and say what to use instead.
 """
 
 from __future__ import annotations
@@ -49,6 +63,8 @@ __all__ = [
     "ancestral_step",
     "noise_up",
     "churn",
+    "FROM_INFINITY",
+    "step_from_infinity",
 ]
 
 # noise_sampler(sigma, sigma_next) -> a standard normal tensor shaped like x (k-diffusion's convention).
@@ -60,6 +76,8 @@ Callback = Callable[..., object]
 
 # Options with one meaning in every sampler that takes them, checked by name (s_tmax is checked against s_tmin).
 NONNEGATIVE_OPTIONS = ("eta", "s_noise", "s_churn", "s_tmin")
+# The samplers that can take their first step from sigma = inf, filled in by @sampler(at_infinity=...).
+FROM_INFINITY: list[str] = []
 
 
 def check_options(options: dict[str, Any], choices: Mapping[str, tuple]) -> dict[str, Any]:
@@ -114,17 +132,23 @@ def _after_each_step(callback: Callback | None, n_steps: int, progress: bool) ->
 
 
 def sampler(
-    algorithm: Callable[..., torch.Tensor] | None = None, *, denoise: Callable[[Any], Callable[..., Any]] | None = None
+    algorithm: Callable[..., torch.Tensor] | None = None,
+    *,
+    denoise: Callable[[Any], Callable[..., Any]] | None = None,
+    at_infinity: Callable[[dict[str, Any]], float] | None = None,
 ) -> Any:
     """Make a sampler of an algorithm: the shared signature, the checks, no_grad, D(x, sigma), noise, callback.
 
     The algorithm's keyword-only arguments other than ``callback`` and ``noise`` are its options; an option
     annotated ``Literal[...]`` must be one of those values, one annotated ``bool`` True or False. ``denoise``
     picks what the sampler calls, given the caller's denoiser (CFG++ calls ``guided_and_uncond``); by default
-    the denoiser itself.
+    the denoiser itself. ``at_infinity(options)`` is rho, the share of fresh noise in the sampler's limiting
+    first step from sigma = inf (the module docstring); without it a grid starting at inf is refused.
     """
     if algorithm is None:
-        return functools.partial(sampler, denoise=denoise)
+        return functools.partial(sampler, denoise=denoise, at_infinity=at_infinity)
+    if at_infinity is not None:
+        FROM_INFINITY.append(algorithm.__name__)
     own = inspect.signature(algorithm, eval_str=True).parameters
     options = [p for p in own.values() if p.kind is p.KEYWORD_ONLY and p.name not in ("callback", "noise")]
     defaults = {p.name: p.default for p in options}
@@ -167,8 +191,24 @@ def sampler(
             return fn(x, x.new_full((x.shape[0],), float(sigma)), **cond)  # sigma: (B,), in the dtype of x
 
         with torch.no_grad(), _after_each_step(callback, len(sigmas) - 1, progress) as after_step:
+            if math.isinf(sigmas[0]):
+                if at_infinity is None:
+                    raise ValueError(
+                        f"{algorithm.__name__} cannot start at sigma = inf (sigmas[0], pure noise on a zero-terminal-"
+                        f"SNR or rectified-flow grid): its step has no limit there. Use one of {FROM_INFINITY}, or "
+                        f"a grid whose first sigma is finite"
+                    )
+                x, denoised = step_from_infinity(
+                    bound, x, sigmas[1], noise, rho=at_infinity(values), s_noise=values.get("s_noise", 1.0)
+                )
+                after_step(x=x, i=0, sigma=sigmas[0], sigma_next=sigmas[1], denoised=denoised)
+                if len(sigmas) == 2:
+                    return x
+                sigmas, step_callback = sigmas[1:], functools.partial(_shifted, after_step)
+            else:
+                step_callback = after_step
             return algorithm(
-                bound, x, sigmas, callback=after_step, **({"noise": noise} if takes_noise else {}), **values
+                bound, x, sigmas, callback=step_callback, **({"noise": noise} if takes_noise else {}), **values
             )
 
     # help() and inspect.signature show run's shared arguments, then the algorithm's options in place of **given.
@@ -180,6 +220,30 @@ def sampler(
         "return": shared.return_annotation,
     }
     return run
+
+
+def _shifted(callback: Callback, *, i: int, **state: Any) -> None:
+    """callback with the step index counted from the start of the whole grid (the first step was taken before)."""
+    callback(i=i + 1, **state)
+
+
+def step_from_infinity(
+    denoiser: Callable[..., torch.Tensor],
+    z: torch.Tensor,
+    sigma_next: torch.Tensor,
+    noise: NoiseSampler,
+    *,
+    rho: float,
+    s_noise: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x', x0_hat): x' = D(z, inf) + sigma_next (sqrt(1 - rho^2) z + rho s_noise n), the sigma -> inf limit."""
+    # DDIM (Song et al. 2021, eq. 12) as sigma -> inf: eps_hat = (x - x0_hat) / sigma -> z, sigma_up -> rho sigma_next.
+    sigma = sigma_next.new_tensor(math.inf)
+    denoised = denoiser(z, sigma)
+    x = denoised + sigma_next * math.sqrt(1 - rho**2) * z
+    if rho > 0 and sigma_next > 0:
+        x = x + sigma_next * rho * s_noise * noise(sigma, sigma_next)
+    return x, denoised
 
 
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ from diffusion_internals.samplers.common import Callback, Denoiser, NoiseSampler
 __all__ = ["sample_ddim", "sample_ddpm"]
 
 
-@sampler
+@sampler(at_infinity=lambda options: min(1.0, options["eta"]))  # sigma_up / sigma_next as sigma -> inf
 def sample_ddim(
     denoiser: Denoiser,
     x: torch.Tensor,
@@ -57,7 +57,7 @@ def sample_ddim(
     return x
 
 
-@sampler
+@sampler(at_infinity=lambda options: 1.0)  # the posterior at sigma = inf: N(x0_hat, sigma_next^2 I)
 def sample_ddpm(
     denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback, noise: NoiseSampler
 ) -> torch.Tensor:

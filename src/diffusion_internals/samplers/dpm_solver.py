@@ -42,7 +42,7 @@ def _sde_noise_std(sigma_next: torch.Tensor, h: torch.Tensor, eta: float) -> tor
     return sigma_next * (-torch.expm1(-2 * eta * h)) ** 0.5
 
 
-@sampler
+@sampler(at_infinity=lambda options: 0.0)  # r = h_last / h = inf: the correction vanishes
 def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback) -> torch.Tensor:
     """DPM-Solver++(2M), second-order multistep in lambda = -log sigma (Algorithm 2, Lu et al. 2022b)."""
     old_denoised, h_last = None, None
@@ -92,7 +92,7 @@ def sample_dpmpp_2s_ancestral(
     return x
 
 
-@sampler
+@sampler(at_infinity=lambda options: 1.0 if options["eta"] > 0 else 0.0)  # e^{-eta h} = 0 at h = inf
 def sample_dpmpp_2m_sde(
     denoiser: Denoiser,
     x: torch.Tensor,
@@ -127,7 +127,7 @@ def sample_dpmpp_2m_sde(
     return x
 
 
-@sampler
+@sampler(at_infinity=lambda options: 1.0 if options["eta"] > 0 else 0.0)  # e^{-eta h} = 0 at h = inf
 def sample_dpmpp_3m_sde(
     denoiser: Denoiser,
     x: torch.Tensor,

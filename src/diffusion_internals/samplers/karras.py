@@ -29,7 +29,17 @@ from diffusion_internals.samplers.common import (
 __all__ = ["sample_euler", "sample_euler_ancestral", "sample_heun", "sample_dpm2"]
 
 
-@sampler
+def _no_churn_at_infinity(options: dict) -> float:
+    """rho = 0 for Euler's first step from sigma = inf, which churn (s_tmax = inf) would make undefined."""
+    if options["s_churn"] > 0 and options["s_tmax"] == math.inf:
+        raise ValueError(
+            f"s_churn={options['s_churn']} with s_tmax=inf would churn at sigma = inf, where (1 + gamma) sigma has no "
+            f"meaning; set s_tmax to a finite level (e.g. the grid's second sigma) or s_churn=0"
+        )
+    return 0.0
+
+
+@sampler(at_infinity=lambda options: _no_churn_at_infinity(options))
 def sample_euler(
     denoiser: Denoiser,
     x: torch.Tensor,
@@ -55,7 +65,7 @@ def sample_euler(
     return x
 
 
-@sampler
+@sampler(at_infinity=lambda options: min(1.0, options["eta"]))  # sigma_up / sigma_next as sigma -> inf
 def sample_euler_ancestral(
     denoiser: Denoiser,
     x: torch.Tensor,
