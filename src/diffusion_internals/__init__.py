@@ -7,6 +7,8 @@ The core (this folder), torch and numpy only; each module holds one piece of the
 - `reverse`: one DDPM or DDIM reverse step in timestep indices (chapters 2-3).
 - `parameterization`: what a network predicts (eps, x0, v), the conversions and the training target (chapters 2, 4).
 - `denoisers`: the denoiser abstraction D(x, sigma) -> x0_hat, network wrappers, exact Gaussian denoisers (chapter 4).
+- `flow`: rectified flow in the sigma view: the path, a velocity network as a denoiser, the shifted grid (chapter 8).
+- `preconditioning`: EDM's c_skip, c_out, c_in, c_noise, its training noise levels and loss weight (chapter 8).
 - `samplers`: DDPM, DDIM, Euler, Heun, DPM2, LMS, DPM-Solver++, UniPC, CFG++ as plain functions (chapters 3-4).
 - `sampling`: the front door, `sample(...)` and its grid `sigmas_for(...)`, and the UI menus' sampler names (chapter 4).
 - `guidance`: classifier-free guidance and its fixes as denoiser wrappers (chapter 5).
@@ -29,9 +31,11 @@ from importlib.metadata import PackageNotFoundError, version
 from . import (
     denoisers,
     diffusers_compat,
+    flow,
     forward,
     guidance,
     parameterization,
+    preconditioning,
     reverse,
     samplers,
     sampling,
@@ -48,9 +52,11 @@ except PackageNotFoundError:  # running from a source tree without installation
 __all__ = [
     "denoisers",
     "diffusers_compat",
+    "flow",
     "forward",
     "guidance",
     "parameterization",
+    "preconditioning",
     "reverse",
     "samplers",
     "sampling",
