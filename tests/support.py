@@ -69,17 +69,17 @@ def model_from_denoiser(
 
     def model(x_in: torch.Tensor, t: torch.Tensor, **cond: Any) -> torch.Tensor:
         sigma = _sigma_at(t, alphas_cumprod).to(x_in.device).reshape(-1).expand(x_in.shape[0])  # (B,)
-        if not bool(torch.isfinite(sigma).all()):
-            raise ValueError(f"the toy model is not defined at sigma = inf (t = {t.tolist()})")
         s = sigma.reshape((-1,) + (1,) * (x_in.ndim - 1))  # (B,) -> (B, 1, ..., 1)
-        x = x_in.to(torch.float64) * (1 + s**2).sqrt()  # back to the VE view
+        inf = torch.isinf(s)
+        # Back to the VE view; at sigma = inf (alpha_bar = 0) the denoiser's x is the VP sample itself, pure noise.
+        x = torch.where(inf, x_in.to(torch.float64), x_in.to(torch.float64) * (1 + s**2).sqrt())
         x0 = denoiser(x, sigma, **cond).to(torch.float64)
         if prediction_type == "sample":
             return x0.to(x_in.dtype)
-        eps = (x - x0) / s
+        eps = torch.where(inf, x_in.to(torch.float64), (x - x0) / s)  # at alpha_bar = 0, x_t = eps
         if prediction_type == "epsilon":
             return eps.to(x_in.dtype)
-        abar = 1 / (1 + s**2)
+        abar = torch.where(inf, 0.0, 1 / (1 + s**2))
         return (abar.sqrt() * eps - (1 - abar).sqrt() * x0).to(x_in.dtype)
 
     return model
