@@ -23,6 +23,8 @@ ORDER=(
   digits-sqrt-eps
   digits-linear-v-zsnr
   digits-cosine-eps-no-dropout
+  digits-flow
+  digits-edm
   colour-digits-cosine-eps
   colour-digits-client
 )
@@ -38,6 +40,10 @@ declare -A ARGS=(
   [digits-linear-v-zsnr]="--dataset digits --schedule linear --zero-snr --prediction v --steps 3000"
   # Flawed: never saw the null label, so classifier-free guidance has no unconditional model.
   [digits-cosine-eps-no-dropout]="--dataset digits --schedule cosine --prediction eps --steps 3000 --label-dropout 0 --flaw no-label-dropout"
+  # Rectified flow (Esser et al. 2024): t ~ logit-normal(0, 1), velocity target, the same U-Net and recipe.
+  [digits-flow]="--dataset digits --objective flow --steps 3000"
+  # EDM (Karras et al. 2022): ln(sigma) ~ N(-1.2, 1.2^2), preconditioned F, sigma_data 0.5, the same U-Net and recipe.
+  [digits-edm]="--dataset digits --objective edm --steps 3000"
   # Chapter 5: colour shifts and over-saturation under strong guidance.
   [colour-digits-cosine-eps]="--dataset colour_digits --schedule cosine --prediction eps --steps 5000 --channels 32,64,64"
   # Project C, the "client" model: trained on the linear schedule, shipped with a config claiming cosine.

@@ -128,3 +128,42 @@ def test_score_judges_samples_of_any_float_dtype_as_the_classifier_sees_them(dty
     got = evaluation.score(images, labels, "digits")
     assert got["fid"] == pytest.approx(numpy_fid(features, reference), rel=1e-4)
     assert got["accuracy"] == pytest.approx(np.mean(predicted == labels.numpy()), abs=1e-12)
+
+
+def tiny_denoisers():
+    """The three families around one small untrained class-conditional U-Net."""
+    from diffusion_internals import schedules
+    from diffusion_internals.course.models import class_conditional_unet
+    from diffusion_internals.denoisers import DiscreteDenoiser
+    from diffusion_internals.flow import FlowDenoiser
+    from diffusion_internals.preconditioning import EDMDenoiser
+
+    torch.manual_seed(0)
+    unet = class_conditional_unet(block_out_channels=(8, 16)).eval().requires_grad_(False)
+    abar = schedules.alphas_cumprod(schedules.make_betas("cosine", 1000))
+    return {"leading": DiscreteDenoiser(unet, abar), "flow": FlowDenoiser(unet), "karras": EDMDenoiser(unet)}
+
+
+@pytest.mark.parametrize("grid", ["leading", "flow", "karras"])
+def test_sampling_and_evaluation_pick_the_grid_of_the_models_family(grid):
+    # Discrete models keep DDIM's "leading" timesteps (the committed metrics); flow models the t grid from 1
+    # to 0; EDM models the Karras grid over their sigma range. Another grid gives other samples.
+    denoiser = tiny_denoisers()[grid]
+    labels = torch.arange(10)
+
+    def draw(**schedule):
+        return evaluation.sample_classes(
+            denoiser, labels, guidance_scale=3.0, steps=4, generator=torch.Generator().manual_seed(0), **schedule
+        )
+
+    assert evaluation.default_schedule(denoiser) == grid
+    torch.testing.assert_close(draw(), draw(schedule=grid), rtol=0, atol=0)
+    if grid != "flow":  # a flow model has no other grid here: no alphas_cumprod, and sigma_min = 0
+        assert not torch.allclose(draw(), draw(schedule="trailing" if grid == "leading" else "exponential"))
+    results = evaluation.evaluate(denoiser, "digits", guidance_scales=(1.0,), per_class=1, steps=2)
+    described = {
+        "leading": "leading spacing",
+        "flow": "flow grid, shift 1 (t from 1 to 0: DDIM at eta 0 is the flow-matching Euler step)",
+        "karras": "karras grid, sigma 0.002 to 80, rho 7",
+    }[grid]
+    assert results["sampler"] == f"ddim, eta 0, 2 steps, {described}, seed 0, 1 samples per class"

@@ -247,11 +247,14 @@ def test_committed_checkpoints_are_complete_and_within_the_size_budget():
         config = checkpoints.read_training_config(name)
         for key in ("dataset", "steps", "seed", "batch_size", "lr", "parameters", "wall_clock_s", "metrics", "command"):
             assert key in config, (name, key)
-        if name in DIFFUSION_NAMES:
-            for key in ("schedule", "zero_snr", "prediction_type", "ema", "label_dropout"):
+        if name in DIFFUSION_NAMES:  # the generative models: diffusion, flow matching (digits-flow), EDM (digits-edm)
+            diffusion = checkpoints.objective_of(config) == "diffusion"
+            for key in ("schedule", "zero_snr", "prediction_type") if diffusion else ("objective",):
+                assert key in config, (name, key)
+            for key in ("ema", "label_dropout"):
                 assert key in config, (name, key)
             scheduler = json.loads((checkpoints.checkpoint_path(name) / "scheduler_config.json").read_text())
-            assert scheduler["clip_sample"] is False, name
+            assert scheduler["clip_sample"] is False if diffusion else "clip_sample" not in scheduler, name
             assert "guidance_3" in config["metrics"], name
         assert ("flaw" in config) == (name in ("digits-cosine-eps-no-dropout", "colour-digits-client")), name
 

@@ -1,10 +1,14 @@
 """Command line: train a course model and save it as a checkpoint folder.
 
     python -m diffusion_internals.course --dataset digits --schedule cosine --prediction eps --steps 4000 --out DIR
+    python -m diffusion_internals.course --dataset digits --objective flow --steps 3000 --out DIR
     python -m diffusion_internals.course --dataset digits --classifier --steps 2000 --out DIR
 
-Writes ``DIR/config.json``, ``DIR/diffusion_pytorch_model.safetensors``, ``DIR/training.json`` and, for
-diffusion models, ``DIR/scheduler_config.json`` (see :mod:`diffusion_internals.course.checkpoints`). On digits
+``--objective`` picks the family (:mod:`diffusion_internals.course.training`): a diffusion model on a beta
+schedule (the default), rectified flow or EDM; ``--schedule``, ``--zero-snr`` and ``--prediction`` describe a
+beta schedule and are refused with the other two. Writes ``DIR/config.json``,
+``DIR/diffusion_pytorch_model.safetensors``, ``DIR/training.json`` and, for generative models,
+``DIR/scheduler_config.json`` (see :mod:`diffusion_internals.course.checkpoints`). On digits
 and colour digits the samples are then scored at guidance 0, 1, 3 and 7 with the committed classifier
 (:func:`diffusion_internals.course.evaluation.evaluate`) into ``training.json["metrics"]``.
 The committed checkpoints are made by ``scripts/train_models.sh`` with these commands.
@@ -21,6 +25,7 @@ from collections.abc import Sequence
 import torch
 
 from diffusion_internals.course import data
+from diffusion_internals.course.checkpoints import OBJECTIVES
 from diffusion_internals.parameterization import SHORT_NAMES
 from diffusion_internals.schedules import BETA_SCHEDULE_OPTIONS
 
@@ -37,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=[*data.DATASETS, *data.TOY_2D])
     p.add_argument("--out", required=True, help="folder to write the checkpoint to")
     p.add_argument("--classifier", action="store_true", help="train the feature classifier instead")
+    p.add_argument("--objective", default="diffusion", choices=list(OBJECTIVES), help="the model family")
     p.add_argument("--schedule", default="cosine", choices=sorted(BETA_SCHEDULE_OPTIONS))
     p.add_argument("--zero-snr", action="store_true", help="rescale to zero terminal SNR (Lin et al. 2024)")
     p.add_argument("--prediction", default="eps", choices=list(SHORT_NAMES))
@@ -60,7 +66,21 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse argv, train, save, evaluate; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.objective != "diffusion":
+        given = [
+            option
+            for option, name in (("--schedule", "schedule"), ("--zero-snr", "zero_snr"), ("--prediction", "prediction"))
+            if getattr(args, name) != p.get_default(name)
+        ]
+        if given:
+            p.error(
+                f"{', '.join(given)} only apply to --objective diffusion (a beta schedule), "
+                f"not to --objective {args.objective}"
+            )
+        if args.classifier or args.flaw is not None:
+            p.error(f"--objective {args.objective} trains a generative model: it takes neither --classifier nor --flaw")
     torch.set_num_threads(args.threads)
     command = "python -m diffusion_internals.course " + shlex.join(argv)
     progress = not args.no_progress
@@ -98,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     model, record = train(
         args.dataset,
+        objective=args.objective,
         schedule=args.schedule,
         zero_snr=args.zero_snr,
         prediction_type=args.prediction,

@@ -29,7 +29,7 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from diffusion_internals.course.checkpoints import checkpoint_path, load_model
+from diffusion_internals.course.checkpoints import checkpoint_path, load_model, objective_of
 from diffusion_internals.course.models import null_label
 from diffusion_internals.validation import check_choice
 
@@ -53,7 +53,14 @@ class DigitsPipeline(DiffusionPipeline):
     @classmethod
     def from_checkpoint(cls, name_or_path: str | os.PathLike) -> DigitsPipeline:
         """The pipeline of a course checkpoint, with its saved DDIM scheduler config (clip_sample=False)."""
-        unet, _ = load_model(name_or_path)
+        unet, config = load_model(name_or_path)
+        objective = objective_of(config)
+        if objective != "diffusion":
+            raise ValueError(
+                f"DigitsPipeline.from_checkpoint takes a diffusion checkpoint (objective 'diffusion', a DDIM "
+                f"scheduler); {name_or_path} is a {objective} model: sample it with "
+                f"sampling.sample(checkpoints.load_denoiser(name), ...) or evaluation.sample_classes"
+            )
         return cls(unet, DDIMScheduler.from_pretrained(checkpoint_path(name_or_path)))
 
     @torch.no_grad()

@@ -16,6 +16,11 @@ features are computed once per data set and process.
 :func:`evaluate` scores a class-conditional model at several ``guidance_scale`` values (``0`` = unconditional,
 ``1`` = conditional, no guidance): the same number of samples of every class, drawn with the package's
 DDIM sampler (Song et al. 2021) around ``CFGDenoiser`` (Ho & Salimans 2021) by :func:`sample_classes`.
+
+The grid follows the model's family (:func:`default_schedule`): the "leading" timesteps of a
+``DiscreteDenoiser`` (diffusers' DDIM spacing), the rectified-flow grid of a ``FlowDenoiser`` (shift 1,
+t from 1 to 0; DDIM at eta 0 in the sigma view is then exactly the flow-matching Euler step) and the
+Karras grid of an ``EDMDenoiser`` (its sigma_min to sigma_max, rho 7; Karras et al. 2022, eq. 5).
 """
 
 from __future__ import annotations
@@ -31,27 +36,50 @@ from diffusion_internals.course.data import load_dataset
 from diffusion_internals.course.metrics import clipping_fraction, extract_features, frechet_distance, saturation
 from diffusion_internals.course.models import null_label
 from diffusion_internals.denoisers import DiscreteDenoiser
+from diffusion_internals.flow import FlowDenoiser
 from diffusion_internals.guidance import CFGDenoiser
+from diffusion_internals.preconditioning import EDMDenoiser
 from diffusion_internals.sampling import sample
 from diffusion_internals.validation import check_int
 
-__all__ = ["sample_classes", "reference_features", "score", "evaluate"]
+__all__ = ["default_schedule", "sample_classes", "reference_features", "score", "evaluate"]
+
+Denoisers = DiscreteDenoiser | FlowDenoiser | EDMDenoiser
+
+
+def default_schedule(denoiser: Denoisers) -> str:
+    """The grid a model's family samples on: "flow" (Esser 2024), "karras" (Karras 2022, eq. 5), else "leading"."""
+    if isinstance(denoiser, FlowDenoiser):
+        return "flow"
+    if isinstance(denoiser, EDMDenoiser):
+        return "karras"
+    return "leading"  # diffusers' DDIM spacing (Song et al. 2021), the committed diffusion models' metrics
+
+
+def _describe_grid(denoiser: Denoisers, schedule: str) -> str:
+    """The grid as evaluate() reports it in results["sampler"]."""
+    if schedule == "flow":
+        return "flow grid, shift 1 (t from 1 to 0: DDIM at eta 0 is the flow-matching Euler step)"
+    if schedule == "karras":
+        return f"karras grid, sigma {denoiser.sigma_min:g} to {denoiser.sigma_max:g}, rho 7"
+    return f"{schedule} spacing"
 
 
 def sample_classes(
-    denoiser: DiscreteDenoiser,
+    denoiser: Denoisers,
     labels: torch.Tensor,
     *,
     guidance_scale: float,
     steps: int = 50,
     sampler: str = "ddim",
-    schedule: str = "leading",
+    schedule: str | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
     **fixes: Any,
 ) -> torch.Tensor:
     """Unclipped samples (B, C, H, W) of labels (B,), DDIM with CFG at guidance_scale (Ho & Salimans 2021).
 
+    `schedule` None is the grid of the model's family (:func:`default_schedule`).
     `fixes` are CFGDenoiser's keyword options (rescale=, threshold=, interval=, apg=, ...).
     """
     model = denoiser.model
@@ -70,7 +98,7 @@ def sample_classes(
         shape,
         sampler=sampler,
         steps=steps,
-        schedule=schedule,
+        schedule=default_schedule(denoiser) if schedule is None else schedule,
         generator=generator,
         device=device,
         extra_args={"class_labels": labels.to(device)},
@@ -149,23 +177,29 @@ def score(samples: torch.Tensor, labels: torch.Tensor, dataset: str) -> dict[str
 
 @torch.no_grad()
 def evaluate(
-    denoiser: DiscreteDenoiser,
+    denoiser: Denoisers,
     dataset: str,
     *,
     guidance_scales: Sequence[float] = (0.0, 1.0, 3.0, 7.0),
     per_class: int = 50,
     steps: int = 50,
+    schedule: str | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """score() of samples at each guidance scale from a fixed seed, with the train split's FID as the floor."""
+    """score() of samples at each guidance scale from a fixed seed, with the train split's FID as the floor.
+
+    DDIM at eta 0 on `schedule`, None for the grid of the model's family (:func:`default_schedule`).
+    """
     check_int("per_class", per_class, minimum=1)
     _check_dataset(dataset)
+    schedule = default_schedule(denoiser) if schedule is None else schedule
     test = load_dataset(dataset, split="test")
     train = load_dataset(dataset, split="train")
     labels = torch.arange(test.num_classes).repeat_interleave(per_class)  # (K * per_class,)
     results: dict[str, Any] = {
-        "sampler": f"ddim, eta 0, {steps} steps, leading spacing, seed {seed}, {per_class} samples per class",
+        "sampler": f"ddim, eta 0, {steps} steps, {_describe_grid(denoiser, schedule)}, seed {seed}, "
+        f"{per_class} samples per class",
         "classifier": f"{dataset} classifier (checkpoints/{CLASSIFIERS[dataset]})",
         "fid_reference": f"{dataset} test split ({len(test.labels)} images), classifier penultimate features",
         # The floor to compare with: the training split against the test split, same features.
@@ -177,6 +211,7 @@ def evaluate(
             labels,
             guidance_scale=float(guidance_scale),
             steps=steps,
+            schedule=schedule,
             generator=torch.Generator().manual_seed(seed),
             progress=progress,
         )

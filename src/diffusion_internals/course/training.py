@@ -1,4 +1,4 @@
-"""Training a diffusion model: the simple loss, label dropout for CFG, EMA, loss per timestep bucket.
+"""Training a diffusion model: the simple loss, label dropout for CFG, EMA, loss per noise-level bucket.
 
 One step (Ho et al. 2020, Algorithm 1): draw ``x0`` (and its label), ``t ~ U{0, ..., T-1}``,
 ``eps ~ N(0, I)``; form ``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps``; regress the
@@ -6,6 +6,16 @@ network's output on the target of its prediction type, eps, ``v = sqrt(alpha_bar
 sqrt(1 - alpha_bar) x0`` (Salimans & Ho 2022) or x0, with the mean squared error. A label is
 replaced by the null label with probability ``label_dropout`` (Ho & Salimans 2021, Algorithm 1), so
 one network learns both the conditional and the unconditional model.
+
+The same loop trains the two other families (``objective``, :data:`OBJECTIVES`); only the noise level
+drawn and the triple (network input, network timestep, target) differ:
+
+* ``"flow"`` (rectified flow, Esser et al. 2024): ``t = sigmoid(u)``, ``u ~ N(0, 1)``, their best
+  "lognorm(0.00, 1.00)" (Sec. 3.1 and 5.1); input ``x_t = (1 - t) x0 + t eps`` at timestep
+  ``t * num_train_timesteps`` (as diffusers' SD3 and :class:`~diffusion_internals.flow.FlowDenoiser`);
+  target the velocity ``eps - x0``.
+* ``"edm"`` (Karras et al. 2022): ``ln(sigma) ~ N(P_mean, P_std^2)``; input ``c_in (x0 + sigma eps)`` at
+  ``c_noise = ln(sigma) / 4``; target ``F_target = (x0 - c_skip x) / c_out`` (Table 1, eq. 8).
 
 Reproducibility: weights are initialised after ``torch.manual_seed(seed)``, and every draw of the
 loop comes from one ``torch.Generator`` seeded with ``seed``, so a run is repeatable on the same
@@ -25,7 +35,7 @@ from typing import Any
 import torch
 
 from diffusion_internals.course import data
-from diffusion_internals.course.checkpoints import CLASSIFIERS, alphas_cumprod_for
+from diffusion_internals.course.checkpoints import CLASSIFIERS, OBJECTIVES, alphas_cumprod_for
 from diffusion_internals.course.metrics import classifier_accuracy
 from diffusion_internals.course.models import (
     DigitsClassifier,
@@ -35,12 +45,120 @@ from diffusion_internals.course.models import (
     num_parameters,
 )
 from diffusion_internals.denoisers import unwrap_output
+from diffusion_internals.flow import flow_interpolate, flow_target
 from diffusion_internals.forward import q_sample
 from diffusion_internals.parameterization import PREDICTION_TYPES, SHORT_NAMES, training_target
+from diffusion_internals.preconditioning import (
+    EDM_P_MEAN,
+    EDM_P_STD,
+    EDM_SIGMA_DATA,
+    edm_preconditioning,
+    edm_target,
+    edm_training_sigmas,
+)
 from diffusion_internals.schedules import BETA_SCHEDULE_OPTIONS
+from diffusion_internals.utils import broadcast_like
 from diffusion_internals.validation import check_choice, check_int, check_like, check_real
 
-__all__ = ["diffusion_loss", "loss_by_timestep", "train", "train_classifier"]
+__all__ = [
+    "OBJECTIVES",
+    "draw_levels",
+    "training_loss",
+    "diffusion_loss",
+    "loss_by_timestep",
+    "train",
+    "train_classifier",
+]
+
+# The loss-by-bucket ranges of EDM: ln(sigma) in P_mean +- 3 P_std, where 99.7% of the training levels fall.
+EDM_LOG_SIGMA_BUCKETS = (EDM_P_MEAN - 3 * EDM_P_STD, EDM_P_MEAN + 3 * EDM_P_STD)
+
+
+def draw_levels(
+    objective: str, n: int, *, generator: torch.Generator | None = None, num_train_timesteps: int = 1000
+) -> torch.Tensor:
+    """n training noise levels (n,): t ~ U{0..T-1} (Ho 2020), t ~ logit-normal(0, 1) (Esser 2024) or EDM's sigma."""
+    check_choice("objective", objective, OBJECTIVES)
+    if objective == "diffusion":
+        return torch.randint(0, num_train_timesteps, (n,), generator=generator)  # int64
+    if objective == "flow":  # Esser et al. 2024, Sec. 3.1, logit-normal with m = 0, s = 1: t = sigmoid(u), u ~ N(0, 1)
+        return torch.sigmoid(torch.randn(n, generator=generator, dtype=torch.float64))
+    return edm_training_sigmas(n, generator=generator)  # ln(sigma) ~ N(-1.2, 1.2^2), float64
+
+
+def _network_terms(
+    objective: str,
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    level: torch.Tensor,
+    *,
+    alphas_cumprod: torch.Tensor | None,
+    prediction_type: str,
+    num_train_timesteps: int,
+    sigma_data: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(network input, network timestep (B,), regression target) of one objective at noise levels `level` (B,)."""
+    if objective == "diffusion":  # Ho et al. 2020, eq. 14; the timestep is the integer t itself
+        x_t = q_sample(x0, level, alphas_cumprod, eps)
+        return (
+            x_t,
+            level,
+            training_target(prediction_type, x0, eps, alphas_cumprod.to(torch.float64)[level].to(x0.dtype)),
+        )
+    timestep_dtype = torch.float64 if x0.dtype == torch.float64 else torch.float32  # as the denoisers feed it
+    if objective == "flow":  # Esser et al. 2024, eqs. 3 and 6 with a_t = 1 - t, b_t = t
+        return flow_interpolate(x0, eps, level), (level * num_train_timesteps).to(timestep_dtype), flow_target(x0, eps)
+    sigma = broadcast_like(level, x0, name="sigma")  # float64 (B, 1, ..., 1)
+    c = edm_preconditioning(sigma, sigma_data=sigma_data)  # Karras et al. 2022, Table 1
+    x_in = (c.c_in * (x0 + sigma * eps)).to(x0.dtype)  # c_in x, x = x0 + sigma eps
+    return x_in, c.c_noise.reshape(-1).to(timestep_dtype), edm_target(x0, eps, level, sigma_data=sigma_data)
+
+
+def training_loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    level: torch.Tensor,
+    *,
+    objective: str = "diffusion",
+    alphas_cumprod: torch.Tensor | None = None,
+    prediction_type: str = "epsilon",
+    num_train_timesteps: int = 1000,
+    sigma_data: float = EDM_SIGMA_DATA,
+    class_labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-sample squared error (B,) of the network against its objective's target (Ho 2020; Esser 2024; Karras 2022).
+
+    ``level`` (B,) is what :func:`draw_levels` draws: the integer t (``"diffusion"``, which needs
+    ``alphas_cumprod`` and ``prediction_type``), t in [0, 1] (``"flow"``, network timestep
+    ``t * num_train_timesteps``) or sigma > 0 (``"edm"``, with ``sigma_data``).
+    """
+    check_choice("objective", objective, OBJECTIVES)
+    if (objective == "diffusion") != (alphas_cumprod is not None) or (
+        objective != "diffusion" and prediction_type != "epsilon"
+    ):
+        raise ValueError(
+            f"alphas_cumprod and prediction_type belong to objective='diffusion' (which needs alphas_cumprod); "
+            f"got objective={objective!r}, alphas_cumprod "
+            f"{'given' if alphas_cumprod is not None else 'None'}, prediction_type={prediction_type!r}"
+        )
+    x_in, timestep, target = _network_terms(
+        objective,
+        x0,
+        eps,
+        level,
+        alphas_cumprod=alphas_cumprod,
+        prediction_type=prediction_type,
+        num_train_timesteps=num_train_timesteps,
+        sigma_data=sigma_data,
+    )
+    cond = {} if class_labels is None else {"class_labels": class_labels}
+    output = check_like(
+        "model output", unwrap_output(model(x_in, timestep, **cond)), x0, x_name="x0"
+    )  # no broadcasting
+    # EDM: the loss on D weighted by lambda(sigma) = 1 / c_out^2 is exactly this unweighted loss on F,
+    # lambda c_out^2 ||F - F_target||^2 (Karras et al. 2022, eq. 8), so no weight appears here.
+    return (output - target).pow(2).reshape(x0.shape[0], -1).mean(1)  # (B,)
 
 
 def diffusion_loss(
@@ -58,11 +176,9 @@ def diffusion_loss(
         raise ValueError(
             f"t must be an integer tensor of shape (B,) = ({x0.shape[0]},), got {getattr(t, 'shape', type(t).__name__)}"
         )
-    x_t = q_sample(x0, t, alphas_cumprod, noise)
-    target = training_target(prediction_type, x0, noise, alphas_cumprod.to(torch.float64)[t].to(x0.dtype))
-    cond = {} if class_labels is None else {"class_labels": class_labels}
-    output = check_like("model output", unwrap_output(model(x_t, t, **cond)), x0, x_name="x0")  # no broadcasting
-    return (output - target).pow(2).reshape(x0.shape[0], -1).mean(1)  # (B,)
+    return training_loss(
+        model, x0, noise, t, alphas_cumprod=alphas_cumprod, prediction_type=prediction_type, class_labels=class_labels
+    )
 
 
 @torch.no_grad()
@@ -113,9 +229,32 @@ def _default_model(dataset: str, train_set: data.ImageData | None) -> torch.nn.M
     return class_conditional_unet(in_channels=channels, sample_size=height, num_classes=train_set.num_classes)
 
 
+def _bucket(objective: str, level: torch.Tensor, buckets: int, num_train_timesteps: int) -> torch.Tensor:
+    """The loss-log bucket (B,) in [0, buckets - 1] of each training level (see _BUCKETS)."""
+    if objective == "diffusion":
+        return level * buckets // num_train_timesteps
+    if objective == "flow":
+        position = level  # t in [0, 1]
+    else:
+        low, high = EDM_LOG_SIGMA_BUCKETS
+        position = (level.log() - low) / (high - low)
+    return (position * buckets).floor().clamp(0, buckets - 1).long()
+
+
+_BUCKETS = {  # what _bucket's ranges are, for record["metrics"]["buckets"]
+    "diffusion": "{buckets} equal ranges of t in [0, {last}], lowest first",
+    "flow": "{buckets} equal ranges of t in [0, 1], lowest (least noise) first",
+    "edm": (
+        f"{{buckets}} equal ranges of ln(sigma) in [{EDM_LOG_SIGMA_BUCKETS[0]:g}, {EDM_LOG_SIGMA_BUCKETS[1]:g}] "
+        "(P_mean +- 3 P_std), lowest first; the first and last also hold the levels beyond"
+    ),
+}
+
+
 def train(
     dataset: str,
     *,
+    objective: str = "diffusion",
     schedule: str = "cosine",
     zero_snr: bool = False,
     prediction_type: str = "epsilon",
@@ -139,6 +278,8 @@ def train(
     """Train with the simple loss and label dropout; return (EMA model, record) (Ho et al. 2020, Algorithm 1).
 
     The record holds the configuration, the loss log and the metrics.
+    ``objective`` "flow" or "edm" trains a rectified-flow or an EDM network instead (module docstring); the
+    beta-schedule options (``schedule``, ``zero_snr``, ``prediction_type``, ``betas``) then must keep their defaults.
 
     ``betas`` (T,) replaces the named ``schedule`` (saved as ``schedule="custom"`` with ``trained_betas``).
     ``callback(step, ema_model)`` runs every ``log_every`` steps, without gradients and with the EMA
@@ -158,23 +299,54 @@ def train(
     check_real("lr", lr, lambda v: v > 0, "lr > 0")
     check_real("label_dropout", label_dropout, lambda v: 0 <= v <= 1, "0 <= label_dropout <= 1")
     check_real("ema", ema, lambda v: 0 <= v < 1, "0 <= ema < 1 (0 = no EMA)")
+    check_choice("objective", objective, OBJECTIVES)
     check_choice("schedule", schedule, sorted(BETA_SCHEDULE_OPTIONS))
     prediction_type = check_choice(
         "prediction_type", SHORT_NAMES.get(prediction_type, prediction_type), PREDICTION_TYPES
     )  # "eps", "v" and "x0" stand for diffusers' names
+    if objective != "diffusion":
+        changed = {
+            name: got
+            for name, got, differs in (
+                ("schedule", repr(schedule), schedule != "cosine"),
+                ("zero_snr", repr(zero_snr), bool(zero_snr)),
+                ("prediction_type", repr(prediction_type), prediction_type != "epsilon"),
+                ("betas", "a tensor", betas is not None),
+            )
+            if differs
+        }
+        if changed:
+            raise ValueError(
+                f"{', '.join(changed)} only apply to objective='diffusion' (a discrete beta schedule); "
+                f"objective={objective!r} must keep their defaults, got "
+                + ", ".join(f"{name}={got}" for name, got in changed.items())
+            )
     if dataset in data.TOY_2D:
         train_set = None
     elif dataset in data.DATASETS:
         train_set = data.load_dataset(dataset, split="train", root=cifar10_root)
     else:
         raise ValueError(f"dataset must be one of {list(data.DATASETS) + list(data.TOY_2D)}, got {dataset!r}")
-    config: dict[str, Any] = dict(
-        dataset=dataset,
-        schedule=schedule,
-        zero_snr=bool(zero_snr),
-        num_train_timesteps=num_train_timesteps,
-        prediction_type=prediction_type,
-    )
+    if objective == "diffusion":
+        config: dict[str, Any] = dict(
+            dataset=dataset,
+            objective=objective,
+            schedule=schedule,
+            zero_snr=bool(zero_snr),
+            num_train_timesteps=num_train_timesteps,
+            prediction_type=prediction_type,
+        )
+    elif objective == "flow":
+        config = dict(
+            dataset=dataset,
+            objective=objective,
+            num_train_timesteps=num_train_timesteps,  # the network's timestep is t * num_train_timesteps
+            t_distribution="logit-normal(0, 1): t = sigmoid(u), u ~ N(0, 1) (Esser et al. 2024, Sec. 3.1)",
+        )
+    else:  # EDM's value for images in [-1, 1]; metrics["data_std"] is the measured one
+        config = dict(
+            dataset=dataset, objective=objective, sigma_data=EDM_SIGMA_DATA, p_mean=EDM_P_MEAN, p_std=EDM_P_STD
+        )
     if betas is not None:
         if (
             not isinstance(betas, torch.Tensor)
@@ -188,7 +360,7 @@ def train(
             )
         config.update(schedule="custom", num_train_timesteps=len(betas), trained_betas=betas.to(torch.float64).tolist())
         num_train_timesteps = len(betas)
-    alphas_cumprod = alphas_cumprod_for(config).to(torch.float32)  # (T,)
+    alphas_cumprod = alphas_cumprod_for(config).to(torch.float32) if objective == "diffusion" else None  # (T,)
 
     torch.manual_seed(seed)  # diffusers initialises weights from the global generator
     model = _default_model(dataset, train_set) if model is None else model
@@ -198,7 +370,7 @@ def train(
     if device is not None:
         model.to(device)
     device = next(model.parameters()).device
-    alphas_cumprod = alphas_cumprod.to(device)
+    alphas_cumprod = None if alphas_cumprod is None else alphas_cumprod.to(device)
     model.train()
     ema_model = copy.deepcopy(model).requires_grad_(False) if ema > 0 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -219,7 +391,10 @@ def train(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc=f"{dataset} {schedule} {prediction_type}")
+        bar = tqdm(
+            total=steps,
+            desc=f"{dataset} {schedule} {prediction_type}" if objective == "diffusion" else f"{dataset} {objective}",
+        )
     start = time.perf_counter()
     for step in range(steps):
         if train_set is None:
@@ -229,12 +404,21 @@ def train(
             x0, labels = train_set.images[index], train_set.labels[index]  # (B, C, H, W), (B,)
             dropped = torch.rand(batch_size, generator=g) < label_dropout
             labels = torch.where(dropped, torch.full_like(labels, null), labels)
-        t = torch.randint(0, num_train_timesteps, (batch_size,), generator=g)  # (B,)
+        level = draw_levels(objective, batch_size, generator=g, num_train_timesteps=num_train_timesteps)  # (B,)
         eps = torch.randn(x0.shape, generator=g)
-        x0, t, eps = x0.to(device), t.to(device), eps.to(device)
+        x0, level, eps = x0.to(device), level.to(device), eps.to(device)
         labels = None if labels is None else labels.to(device)
-        per_sample = diffusion_loss(
-            model, x0, t, eps, alphas_cumprod, prediction_type=prediction_type, class_labels=labels
+        per_sample = training_loss(
+            model,
+            x0,
+            eps,
+            level,
+            objective=objective,
+            alphas_cumprod=alphas_cumprod,
+            prediction_type=prediction_type,
+            num_train_timesteps=num_train_timesteps,
+            sigma_data=EDM_SIGMA_DATA,
+            class_labels=labels,
         )  # (B,)
         loss = per_sample.mean()
         optimizer.zero_grad(set_to_none=True)
@@ -247,7 +431,7 @@ def train(
             with torch.no_grad():
                 for p_ema, p in zip(ema_model.parameters(), model.parameters()):
                     p_ema.lerp_(p, 1 - decay)
-        bucket = t.cpu() * buckets // num_train_timesteps  # (B,) in [0, buckets - 1]
+        bucket = _bucket(objective, level.cpu(), buckets, num_train_timesteps)  # (B,) in [0, buckets - 1]
         window_sum.index_add_(0, bucket, per_sample.detach().double().cpu())
         window_count.index_add_(0, bucket, torch.ones(batch_size, dtype=torch.float64))
         if (step + 1) % log_every == 0 or step + 1 == steps:
@@ -288,10 +472,17 @@ def train(
         "metrics": {
             "train_loss": log["loss"][-1],
             "train_loss_by_bucket": log["loss_by_bucket"][-1],
-            "buckets": f"{buckets} equal ranges of t in [0, {num_train_timesteps - 1}], lowest first",
+            "buckets": _BUCKETS[objective].format(buckets=buckets, last=num_train_timesteps - 1),
         },
         "history": log,
     }
+    if objective == "edm":  # how well sigma_data = 0.5 fits: the standard deviation of the training data
+        x0_all = (
+            data.toy_2d(dataset, 10_000, generator=torch.Generator().manual_seed(seed))
+            if train_set is None
+            else train_set.images
+        )
+        record["metrics"]["data_std"] = round(float(x0_all.double().std()), 4)
     return ema_model, record
 
 

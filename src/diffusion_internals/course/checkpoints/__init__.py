@@ -4,10 +4,20 @@ A checkpoint is a folder (``src/diffusion_internals/course/checkpoints/<name>/``
 rebuilt by ``scripts/train_models.sh``) holding
 
 * ``config.json`` + ``diffusion_pytorch_model.safetensors``: the network, diffusers' ``save_pretrained``;
-* ``training.json``: how it was trained (data set, schedule, zero_snr, prediction type, steps, seed,
-  batch size, lr, EMA, label dropout, parameter count, wall-clock seconds) and its metrics;
-* ``scheduler_config.json`` (diffusion models): a diffusers ``DDIMScheduler`` for the same schedule,
-  with ``clip_sample=False``.
+* ``training.json``: how it was trained (data set, objective, schedule, zero_snr, prediction type, steps,
+  seed, batch size, lr, EMA, label dropout, parameter count, wall-clock seconds) and its metrics;
+* ``scheduler_config.json`` (generative models): the diffusers scheduler of its family (:func:`scheduler_for`),
+  a ``DDIMScheduler`` for the same schedule with ``clip_sample=False`` for a discrete-time diffusion model.
+
+The ``"objective"`` entry of training.json names the family (``OBJECTIVES``); checkpoints saved before it
+existed have none and are diffusion models:
+
+* ``"diffusion"``: a network on a discrete variance-preserving schedule predicting eps, v or x0 (Ho et al.
+  2020), read as a ``DiscreteDenoiser``;
+* ``"flow"``: a rectified-flow velocity network called at timestep ``t * num_train_timesteps``
+  (Esser et al. 2024), read as a ``FlowDenoiser``;
+* ``"edm"``: the network F of EDM's preconditioning, called as ``F(c_in x, c_noise)`` (Karras et al. 2022),
+  read as an ``EDMDenoiser`` with the checkpoint's ``sigma_data``.
 
 A checkpoint with a ``"flaw"`` entry in training.json (Project C) was saved with a configuration that
 does not match its training on purpose; ``flaw["actual"]`` holds the true values. The loaders here
@@ -25,15 +35,20 @@ import torch
 
 from diffusion_internals import schedules
 from diffusion_internals.denoisers import DiscreteDenoiser
+from diffusion_internals.flow import FlowDenoiser
 from diffusion_internals.parameterization import PREDICTION_TYPES
+from diffusion_internals.preconditioning import EDMDenoiser
 from diffusion_internals.validation import check_choice
 
 __all__ = [
     "CHECKPOINTS",
+    "OBJECTIVES",
+    "objective_of",
     "checkpoint_names",
     "checkpoint_path",
     "alphas_cumprod_for",
     "ddim_scheduler",
+    "scheduler_for",
     "save_checkpoint",
     "read_training_config",
     "load_model",
@@ -45,6 +60,8 @@ __all__ = [
 CHECKPOINTS = Path(__file__).resolve().parent  # the committed checkpoints are the folders beside this file
 TRAINING_JSON = "training.json"
 CLASSIFIERS = {"digits": "digits-classifier", "colour_digits": "colour-digits-classifier"}  # committed names
+OBJECTIVES = ("diffusion", "flow", "edm")  # the model families a checkpoint can hold (training.json "objective")
+EDM_SIGMA_RANGE = (0.002, 80.0)  # EDM's sampling range (Karras et al. 2022, Table 1), saved in the scheduler config
 # diffusers' names of the schedules it builds itself; the others are passed as trained_betas.
 _DIFFUSERS_BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2"}
 
@@ -76,8 +93,19 @@ def read_training_config(name_or_path: str | os.PathLike) -> dict[str, Any]:
     return json.loads((checkpoint_path(name_or_path) / TRAINING_JSON).read_text())
 
 
+def objective_of(config: dict[str, Any]) -> str:
+    """The model family of a training config, one of OBJECTIVES; "diffusion" for configs saved before the key."""
+    return check_choice("config['objective']", config.get("objective", "diffusion"), OBJECTIVES)
+
+
 def alphas_cumprod_for(config: dict[str, Any]) -> torch.Tensor:
     """float64 alphas_cumprod of a config's schedule (or trained_betas), rescaled if zero_snr (Lin et al. 2024)."""
+    objective = objective_of(config)
+    if objective != "diffusion":
+        raise ValueError(
+            f"config['objective'] must be 'diffusion' for alphas_cumprod (a discrete variance-preserving schedule), "
+            f"got {objective!r}: a {objective} model has no beta schedule; read it with load_denoiser"
+        )
     try:
         kind, zero_snr, steps = config["schedule"], config["zero_snr"], config["num_train_timesteps"]
     except KeyError as missing:
@@ -121,13 +149,36 @@ def ddim_scheduler(config: dict[str, Any]) -> Any:
     )
 
 
+def scheduler_for(config: dict[str, Any]) -> Any:
+    """diffusers' scheduler of a config's family: DDIM, FlowMatchEulerDiscrete (Esser 2024), EDMEuler (Karras 2022)."""
+    objective = objective_of(config)
+    if objective == "diffusion":
+        return ddim_scheduler(config)
+    if objective == "flow":
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=config["num_train_timesteps"], shift=1.0)
+    from diffusers import EDMEulerScheduler
+
+    sigma_min, sigma_max = EDM_SIGMA_RANGE
+    # diffusers' prediction_type "epsilon" is c_out = +sigma sigma_data / sqrt(sigma^2 + sigma_data^2), EDM's own
+    # F (its precondition_outputs); "v_prediction" flips the sign.
+    return EDMEulerScheduler(
+        sigma_min=sigma_min, sigma_max=sigma_max, sigma_data=config["sigma_data"], prediction_type="epsilon"
+    )
+
+
+def _is_generative(config: dict[str, Any]) -> bool:
+    return "objective" in config or "prediction_type" in config  # a classifier's config has neither
+
+
 def save_checkpoint(model: torch.nn.Module, config: dict[str, Any], out: str | os.PathLike) -> Path:
-    """Write model.save_pretrained(out), training.json and, for a diffusion model, scheduler_config.json."""
+    """Write model.save_pretrained(out), training.json and, for a generative model, scheduler_config.json."""
     out = Path(out)
     model.save_pretrained(out)
     (out / TRAINING_JSON).write_text(json.dumps(config, indent=1) + "\n")
-    if "prediction_type" in config:
-        ddim_scheduler(config).save_pretrained(out)
+    if _is_generative(config):
+        scheduler_for(config).save_pretrained(out)
     return out
 
 
@@ -149,14 +200,24 @@ def load_model(name_or_path: str | os.PathLike) -> tuple[torch.nn.Module, dict[s
     return model, read_training_config(folder)
 
 
-def load_denoiser(name_or_path: str | os.PathLike) -> DiscreteDenoiser:
-    """DiscreteDenoiser(model, alphas_cumprod, prediction_type, dtype of the weights) of a checkpoint (Karras 2022)."""
+def load_denoiser(name_or_path: str | os.PathLike) -> DiscreteDenoiser | FlowDenoiser | EDMDenoiser:
+    """The denoiser D(x, sigma) of a checkpoint's family, its network in the dtype of its weights (Karras 2022)."""
     model, config = load_model(name_or_path)
-    if "prediction_type" not in config:
-        raise ValueError(f"{name_or_path} is not a diffusion model (no prediction_type in its {TRAINING_JSON})")
+    if not _is_generative(config):
+        raise ValueError(
+            f"{name_or_path} is not a generative model (no objective or prediction_type in its {TRAINING_JSON})"
+        )
+    objective = objective_of(config)  # the network runs in its own dtype, whatever the sampler's state
+    if objective == "flow":
+        return FlowDenoiser(model, num_train_timesteps=config["num_train_timesteps"], dtype=model.dtype)
+    if objective == "edm":
+        sigma_min, sigma_max = EDM_SIGMA_RANGE
+        return EDMDenoiser(
+            model, sigma_data=config["sigma_data"], sigma_min=sigma_min, sigma_max=sigma_max, dtype=model.dtype
+        )
     return DiscreteDenoiser(
         model, alphas_cumprod_for(config), prediction_type=config["prediction_type"], dtype=model.dtype
-    )  # the network runs in its own dtype, whatever the sampler's state
+    )
 
 
 def load_classifier(dataset_or_path: str = "digits") -> torch.nn.Module:
