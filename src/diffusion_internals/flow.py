@@ -99,11 +99,12 @@ class FlowDenoiser:
         """Wrap model(x_t, timestep, **cond) -> v, fed timestep = t * num_train_timesteps as diffusers' SD3 and Flux."""
         if not callable(model):
             raise TypeError(f"model must be callable as model(x_t, timestep, **cond), got {type(model).__name__}")
-        self.num_train_timesteps = check_int("num_train_timesteps", num_train_timesteps, minimum=1)
+        self.num_train_timesteps = check_int("num_train_timesteps", num_train_timesteps, minimum=2)
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise ValueError(f"dtype must be None (the dtype of x) or a floating-point torch.dtype, got {dtype!r}")
         self.model, self.dtype = model, dtype
-        self.sigma_min, self.sigma_max = 0.0, math.inf  # t in [0, 1]
+        # diffusers' training grid is t = 1/T, ..., 1: sigma from 1 / (T - 1) to inf (t = 1, pure noise).
+        self.sigma_min, self.sigma_max = 1 / (self.num_train_timesteps - 1), math.inf
 
     def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor, **cond: Any) -> torch.Tensor:
         """x0_hat = x_t - t v(x_t, t) with x_t = x / (1 + sigma), t = sigma / (1 + sigma) (Esser et al. 2024, eq. 3)."""

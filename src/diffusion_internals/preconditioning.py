@@ -126,6 +126,12 @@ class EDMDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor, **cond: Any) -> torch.Tensor:
         """c_skip x + c_out F(c_in x, c_noise) at sigma in (0, inf) (Karras et al. 2022, eq. 7)."""
+        if bool(torch.isinf(torch.as_tensor(sigma)).any()):
+            raise ValueError(
+                "an EDM network has no input at sigma = inf (c_noise = ln(sigma) / 4 is infinite, and EDM never "
+                f"trains there): sample on a grid that starts at a finite sigma, e.g. schedule='karras' up to "
+                f"sigma_max={self.sigma_max}"
+            )
         s = check_level("sigma", sigma, x, "(0, inf)")  # float64, (B or 1, 1, ..., 1)
         c = edm_preconditioning(s, sigma_data=self.sigma_data)
         dtype = x.dtype if self.dtype is None else self.dtype

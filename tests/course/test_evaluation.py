@@ -167,3 +167,38 @@ def test_sampling_and_evaluation_pick_the_grid_of_the_models_family(grid):
         "karras": "karras grid, sigma 0.002 to 80, rho 7",
     }[grid]
     assert results["sampler"] == f"ddim, eta 0, 2 steps, {described}, seed 0, 1 samples per class"
+
+
+def test_fid_half_width_is_the_interval_of_the_scored_features_and_shrinks_with_more_samples():
+    # The half-width is that of metrics.frechet_distance_interval on the features score() uses (clipped samples,
+    # the committed classifier), resampled within classes; with 4x the samples it is about half as wide.
+    from diffusion_internals.course import metrics
+    from diffusion_internals.course.checkpoints import load_classifier
+    from diffusion_internals.course.data import load_dataset
+
+    train = load_dataset("digits", split="train")
+    images, labels = train.images[:1200] * 1.1, train.labels[:1200]  # some pixels beyond [-1, 1], clipped by both
+    classifier = load_classifier("digits")
+    features = metrics.extract_features(images.clamp(-1, 1), classifier.features)
+    reference = evaluation.reference_features("digits")
+    _, high = metrics.frechet_distance_interval(features, reference, confidence=0.9, strata=labels)
+    expected = high - metrics.frechet_distance(features, reference)
+    assert evaluation.fid_half_width(images, labels, "digits") == pytest.approx(expected, rel=1e-9)
+    small = evaluation.fid_half_width(images[:300], labels[:300], "digits")
+    assert 1.4 < small / expected < 3.0, (small, expected)
+    with pytest.raises(ValueError, match="labels must be an integer tensor"):
+        evaluation.fid_half_width(images, labels[:10], "digits")
+
+
+def test_committed_results_reads_the_working_tree_and_names_the_tables():
+    import csv
+
+    from diffusion_internals.course.results import RESULTS, committed_results
+
+    rows = committed_results("quality_vs_nfe.csv")
+    with open(RESULTS / "quality_vs_nfe.csv", newline="") as f:
+        assert rows == list(csv.DictReader(f))
+    with pytest.raises(FileNotFoundError, match="quality_vs_nfe_families.csv"):
+        committed_results("no_such_table.csv")
+    with pytest.raises(ValueError, match="ending in .csv"):
+        committed_results("../README.md")

@@ -33,7 +33,13 @@ import torch
 
 from diffusion_internals.course.checkpoints import CLASSIFIERS, load_classifier
 from diffusion_internals.course.data import load_dataset
-from diffusion_internals.course.metrics import clipping_fraction, extract_features, frechet_distance, saturation
+from diffusion_internals.course.metrics import (
+    clipping_fraction,
+    extract_features,
+    frechet_distance,
+    frechet_distance_interval,
+    saturation,
+)
 from diffusion_internals.course.models import null_label
 from diffusion_internals.denoisers import DiscreteDenoiser
 from diffusion_internals.flow import FlowDenoiser
@@ -42,7 +48,7 @@ from diffusion_internals.preconditioning import EDMDenoiser
 from diffusion_internals.sampling import sample
 from diffusion_internals.validation import check_int
 
-__all__ = ["default_schedule", "sample_classes", "reference_features", "score", "evaluate"]
+__all__ = ["default_schedule", "sample_classes", "reference_features", "score", "fid_half_width", "evaluate"]
 
 Denoisers = DiscreteDenoiser | FlowDenoiser | EDMDenoiser
 
@@ -127,9 +133,8 @@ def reference_features(dataset: str) -> torch.Tensor:
     return _judge(_check_dataset(dataset))[1].clone()
 
 
-@torch.no_grad()
-def score(samples: torch.Tensor, labels: torch.Tensor, dataset: str) -> dict[str, float]:
-    """digits-FID to the test split, class accuracy and histogram, RGB saturation and clipping (Heusel et al. 2017)."""
+def _features(samples: torch.Tensor, labels: torch.Tensor, dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (N, D) of the clipped samples, reference features) after checking samples and labels for score()."""
     classifier, reference, image_shape = _judge(_check_dataset(dataset))
     if (
         not isinstance(samples, torch.Tensor)
@@ -162,8 +167,16 @@ def score(samples: torch.Tensor, labels: torch.Tensor, dataset: str) -> dict[str
         raise ValueError(f"samples must not contain NaN, got {int(samples.isnan().sum())} NaN values")
     # What a viewer shows, on the classifier's device and in its dtype (samples may come from a float16 GPU run).
     clipped = samples.to(device=classifier.device, dtype=classifier.dtype).clamp(-1, 1)
-    features = extract_features(clipped, classifier.features)  # (N, D), the penultimate layer: one pass
-    predicted = classifier.head(features).argmax(1).cpu()  # (N,) from logits (N, K) = classifier(clipped)
+    return extract_features(clipped, classifier.features), reference  # (N, D), the penultimate layer: one pass
+
+
+@torch.no_grad()
+def score(samples: torch.Tensor, labels: torch.Tensor, dataset: str) -> dict[str, float]:
+    """digits-FID to the test split, class accuracy and histogram, RGB saturation and clipping (Heusel et al. 2017)."""
+    features, reference = _features(samples, labels, dataset)
+    classifier = _judge(dataset)[0]
+    num_classes = classifier.config.num_classes
+    predicted = classifier.head(features).argmax(1).cpu()  # (N,) from logits (N, K) = classifier(clipped samples)
     shares = torch.bincount(predicted, minlength=num_classes).double() / len(predicted)  # (K,)
     result = {
         "accuracy": float((predicted == labels.cpu()).double().mean()),
@@ -173,6 +186,14 @@ def score(samples: torch.Tensor, labels: torch.Tensor, dataset: str) -> dict[str
     if samples.shape[1] == 3:  # the colour measures read the unclipped samples (clipping_fraction counts them)
         result.update(saturation=saturation(samples), clipping_fraction=clipping_fraction(samples))
     return result
+
+
+@torch.no_grad()
+def fid_half_width(samples: torch.Tensor, labels: torch.Tensor, dataset: str, *, confidence: float = 0.9) -> float:
+    """Half the width of the FID's bootstrap interval, samples resampled within classes (Efron & Tibshirani 1993)."""
+    features, reference = _features(samples, labels, dataset)  # (N, D), as score() computes them
+    _, high = frechet_distance_interval(features, reference, confidence=confidence, strata=labels.cpu())
+    return high - frechet_distance(features, reference)
 
 
 @torch.no_grad()
