@@ -44,6 +44,7 @@ def test_index_and_chapter_pages_exist(built_book):
     assert (built_book / "book" / "05_guidance.html").is_file()
     assert (built_book / "book" / "06_stable_diffusion.html").is_file()
     assert (built_book / "book" / "07_field_guide.html").is_file()
+    assert (built_book / "book" / "08_after_beta.html").is_file()
 
 
 @pytest.mark.slow
@@ -234,6 +235,37 @@ def test_chapter_7_is_executed_with_figures_and_citations(built_book):
         "batch size",
     ):
         assert re.search(rf"{row} +[a-z ]+( +\d+\.\d{{3}}){{3}}", text), f"the summary has no row {row!r}"
+
+
+@pytest.mark.slow
+def test_chapter_8_is_executed_with_figures_and_citations(built_book):
+    # training densities and weights, grids on the log-SNR axis, samplers on flow/EDM, quality against NFE,
+    # shift and resolution, the shift in sampling
+    text = executed_page(built_book, "08_after_beta", 6)
+    for cited in ("Esser et al.", "Kingma and Gao", "Dieleman", "Lipman et al.", "Karras et al."):
+        assert cited in text, f"citation {cited!r} was not rendered"
+    for source in ("def edm_preconditioning", "def step_from_infinity", "def sample_flow_euler", "x_t - t v(x_t, t)"):
+        assert source in text, f"the package source ({source}) is not shown"
+    # Output of executed cells (the code that prints them is on the page too, so match printed values).
+    oracle = re.findall(r"max \|D\(x, sigma\) - x0\| = (\d\.\de[-+]\d\d)", text)
+    assert len(oracle) == 5 and all(float(e) < 1e-10 for e in oracle), f"the wrapper check failed: {oracle}"
+    found = re.search(r"largest relative difference from eq\. \(eq-x0-weights\): (\d\.\de-\d\d)", text)
+    assert found and float(found.group(1)) < 1e-10, "the x0-weight check did not run or failed"
+    found = re.search(r"sampling\.sample against DigitsPipeline: max difference (\d\.\de-\d\d)", text)
+    assert found and float(found.group(1)) < 1e-4, "zero terminal SNR through the front door did not match diffusers"
+    assert "heun: ValueError: sample_heun cannot start at sigma = inf" in text
+    found = re.search(
+        r"sample_flow_euler against sample_euler on flow_sigmas\(10\): max difference (\d\.\de-\d\d)", text
+    )
+    assert found and float(found.group(1)) < 1e-4, "flow-matching Euler is not Euler in the sigma view"
+    for name in ("digits-cosine-eps", "digits-linear-v-zsnr", "digits-edm", "digits-flow"):
+        assert re.search(rf"{name}( +\d+\.\d\d ±\s*\d+\.\d\d){{4}}", text), (
+            f"the quality-against-NFE table lacks {name}"
+        )
+    found = re.search(r"32x32 with shift 4, pooled, against 8x8 on the grid / 4: max difference (\d\.\de-\d\d);", text)
+    assert found and float(found.group(1)) < 1e-4, "the upsampled model is not the 8x8 model on the scaled grid"
+    assert re.search(r"32x32( +\d+\.\d\d ±\s*\d+\.\d\d){3}", text), "the shift table has no 32x32 row"
+    assert re.search(r"1024x1024 +4096 +1\.150 +3\.16 +4\.00", text), "the dynamic-shift table is missing"
 
 
 @pytest.mark.slow
