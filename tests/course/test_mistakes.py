@@ -37,11 +37,13 @@ TABLES = {
     "03_ddpm_ddim": "mistakes_03",
     "04_ode_samplers": "mistakes_04",
     "05_guidance": "mistakes_05",
+    "06_flow_matching": "mistakes_06",
     "project_a_schedules": "mistakes_project_a",
     "project_b_samplers": "mistakes_project_b",
     "project_c_production": "mistakes_project_c",
 }
 MINIMUM = {"01_forward_process": 8, "03_ddpm_ddim": 8, "04_ode_samplers": 8, "02_training": 6, "05_guidance": 6}
+MINIMUM |= {"06_flow_matching": 12}
 MINIMUM |= {"project_a_schedules": 3, "project_b_samplers": 3, "project_c_production": 4}
 
 

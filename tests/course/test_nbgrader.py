@@ -106,6 +106,7 @@ def test_source_notebook_structure(notebook):
         ("03_ddpm_ddim/ddpm_ddim.ipynb", 12),
         ("04_ode_samplers/ode_samplers.ipynb", 12),
         ("05_guidance/guidance.ipynb", 17),
+        ("06_flow_matching/flow_matching.ipynb", 16),
         ("project_b_samplers/project_b_samplers.ipynb", 13),
         ("project_c_production/project_c_production.ipynb", 16),
     ],
