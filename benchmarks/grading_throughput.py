@@ -20,7 +20,7 @@ A last run per assignment without --force, nothing changed, measures the fixed c
 Per-notebook grading seconds come from the verdicts (<copy>/.grading/verdicts/<a>/<student>/<nb>.json).
 
 Goals: under 60 s CPU per submission for every assignment; speed-up >= 1.8 with 2 jobs on 2 cores; a class
-of 200 through all eight assignments in under an hour on 32 cores. The extrapolation's model: per
+of 200 through all nine assignments in under an hour on 32 cores. The extrapolation's model: per
 submission, the grade phase's CPU seconds (J=1) run in parallel on `cores` jobs of one thread each,
 plus the prep and nbgrader phases' wall seconds, which stay serial; an assignment not measured counts as
 01_forward_process (say --assignments all to measure every one).

@@ -72,13 +72,17 @@ def flow_target(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
 
 def sigma_from_t(t: float | torch.Tensor) -> torch.Tensor:
     """sigma = t / (1 - t), the noise level of x_t / (1 - t) = x0 + sigma eps; inf at t = 1 (float64)."""
-    t = check_tensor("t", torch.as_tensor(t), lambda v: (v >= 0) & (v <= 1), "[0, 1]", one_dim=False)
+    t = check_tensor(
+        "t", torch.as_tensor(t, dtype=torch.float64), lambda v: (v >= 0) & (v <= 1), "[0, 1]", one_dim=False
+    )
     return t / (1 - t)  # 1 / 0 = inf at t = 1, nothing clamped
 
 
 def t_from_sigma(sigma: float | torch.Tensor) -> torch.Tensor:
     """t = sigma / (1 + sigma), the inverse of sigma_from_t; 1 at sigma = inf (float64)."""
-    sigma = check_tensor("sigma", torch.as_tensor(sigma), lambda s: s >= 0, "[0, inf]", one_dim=False)
+    sigma = check_tensor(
+        "sigma", torch.as_tensor(sigma, dtype=torch.float64), lambda s: s >= 0, "[0, inf]", one_dim=False
+    )
     return (1 + sigma.reciprocal()).reciprocal()  # 1 / (1 + 1/sigma): exact at 0 and at inf
 
 
@@ -126,7 +130,9 @@ class FlowDenoiser:
 def shift_timesteps(t: float | torch.Tensor, shift: float) -> torch.Tensor:
     """shift t / (1 + (shift - 1) t): more steps at high noise for shift > 1 (Esser et al. 2024, eq. 23), float64."""
     shift = check_real("shift", shift, lambda v: v > 0, "shift > 0")
-    t = check_tensor("t", torch.as_tensor(t), lambda v: (v >= 0) & (v <= 1), "[0, 1]", one_dim=False)
+    t = check_tensor(
+        "t", torch.as_tensor(t, dtype=torch.float64), lambda v: (v >= 0) & (v <= 1), "[0, 1]", one_dim=False
+    )
     return shift * t / (1 + (shift - 1) * t)
 
 

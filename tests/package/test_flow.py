@@ -173,3 +173,10 @@ def test_bad_input_names_the_parameter():
         flow.dynamic_shift_mu(1024, base_seq_len=256, max_seq_len=256)
     with pytest.raises(ValueError, match="shift and mu are only used by schedule='flow'"):
         sampling.sigmas_for(MIXTURE, 10, sigma_min=0.1, sigma_max=10.0, shift=3.0)
+
+
+def test_python_floats_are_computed_in_float64():
+    # torch.as_tensor(0.2) is float32; the schedule functions promise float64 (STYLE habit 2).
+    assert flow.shift_timesteps(0.2, 3.0).item() == pytest.approx(0.6 / 1.4, rel=1e-15)
+    assert flow.sigma_from_t(0.2).item() == pytest.approx(0.25, rel=1e-15)
+    assert flow.t_from_sigma(0.25).item() == pytest.approx(0.2, rel=1e-15)

@@ -15,7 +15,7 @@ from pathlib import Path
 __all__ = ["RESULTS", "REPOSITORY_RAW", "committed_results"]
 
 RESULTS = Path(__file__).resolve().parents[3] / "benchmarks" / "results"  # src/diffusion_internals/course/ -> root
-REPOSITORY_RAW = "https://raw.githubusercontent.com/diffusion-internals/diffusion-internals/main"
+REPOSITORY_RAW = "https://raw.githubusercontent.com/diffusion-internals/diffusion-internals"
 
 
 def committed_results(name: str) -> list[dict[str, str]]:
@@ -28,7 +28,10 @@ def committed_results(name: str) -> list[dict[str, str]]:
     elif RESULTS.is_dir():  # a clone without this table: name it, don't fetch another version
         available = sorted(p.name for p in RESULTS.glob("*.csv"))
         raise FileNotFoundError(f"benchmarks/results/{name} does not exist; the committed tables are {available}")
-    else:  # an installed package: the repository's copy
-        with urllib.request.urlopen(f"{REPOSITORY_RAW}/benchmarks/results/{name}") as response:
+    else:  # an installed package: the repository's copy at the installed release's tag (main for a dev install)
+        from diffusion_internals import __version__
+
+        ref = "main" if "+" in __version__ or "dev" in __version__ else f"v{__version__}"
+        with urllib.request.urlopen(f"{REPOSITORY_RAW}/{ref}/benchmarks/results/{name}") as response:
             text = response.read().decode()
     return list(csv.DictReader(io.StringIO(text)))
