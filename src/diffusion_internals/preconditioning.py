@@ -34,6 +34,8 @@ __all__ = [
     "EDM_SIGMA_DATA",
     "EDM_P_MEAN",
     "EDM_P_STD",
+    "EDM_SIGMA_MIN",
+    "EDM_SIGMA_MAX",
     "Preconditioning",
     "edm_preconditioning",
     "edm_target",
@@ -44,6 +46,7 @@ __all__ = [
 
 EDM_SIGMA_DATA = 0.5  # Karras et al. 2022, Table 1 (images scaled to [-1, 1])
 EDM_P_MEAN, EDM_P_STD = -1.2, 1.2  # Karras et al. 2022, Table 1: ln(sigma) ~ N(P_mean, P_std^2)
+EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.0  # Karras et al. 2022, Table 1: the sampling range
 
 
 class Preconditioning(NamedTuple):
@@ -110,8 +113,8 @@ class EDMDenoiser:
         model: Any,
         *,
         sigma_data: float = EDM_SIGMA_DATA,
-        sigma_min: float = 0.002,
-        sigma_max: float = 80.0,
+        sigma_min: float = EDM_SIGMA_MIN,
+        sigma_max: float = EDM_SIGMA_MAX,
         dtype: torch.dtype | None = None,
     ) -> None:
         """Wrap model(c_in x, c_noise, **cond) -> F; sigma_min, sigma_max: the sampling range (EDM's defaults)."""

@@ -37,7 +37,7 @@ from diffusion_internals import schedules
 from diffusion_internals.denoisers import DiscreteDenoiser
 from diffusion_internals.flow import FlowDenoiser
 from diffusion_internals.parameterization import PREDICTION_TYPES
-from diffusion_internals.preconditioning import EDMDenoiser
+from diffusion_internals.preconditioning import EDM_SIGMA_MAX, EDM_SIGMA_MIN, EDMDenoiser
 from diffusion_internals.validation import check_choice
 
 __all__ = [
@@ -61,7 +61,6 @@ CHECKPOINTS = Path(__file__).resolve().parent  # the committed checkpoints are t
 TRAINING_JSON = "training.json"
 CLASSIFIERS = {"digits": "digits-classifier", "colour_digits": "colour-digits-classifier"}  # committed names
 OBJECTIVES = ("diffusion", "flow", "edm")  # the model families a checkpoint can hold (training.json "objective")
-EDM_SIGMA_RANGE = (0.002, 80.0)  # EDM's sampling range (Karras et al. 2022, Table 1), saved in the scheduler config
 # diffusers' names of the schedules it builds itself; the others are passed as trained_betas.
 _DIFFUSERS_BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2"}
 
@@ -160,11 +159,10 @@ def scheduler_for(config: dict[str, Any]) -> Any:
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=config["num_train_timesteps"], shift=1.0)
     from diffusers import EDMEulerScheduler
 
-    sigma_min, sigma_max = EDM_SIGMA_RANGE
     # diffusers' prediction_type "epsilon" is c_out = +sigma sigma_data / sqrt(sigma^2 + sigma_data^2), EDM's own
     # F (its precondition_outputs); "v_prediction" flips the sign.
     return EDMEulerScheduler(
-        sigma_min=sigma_min, sigma_max=sigma_max, sigma_data=config["sigma_data"], prediction_type="epsilon"
+        sigma_min=EDM_SIGMA_MIN, sigma_max=EDM_SIGMA_MAX, sigma_data=config["sigma_data"], prediction_type="epsilon"
     )
 
 
@@ -211,10 +209,7 @@ def load_denoiser(name_or_path: str | os.PathLike) -> DiscreteDenoiser | FlowDen
     if objective == "flow":
         return FlowDenoiser(model, num_train_timesteps=config["num_train_timesteps"], dtype=model.dtype)
     if objective == "edm":
-        sigma_min, sigma_max = EDM_SIGMA_RANGE
-        return EDMDenoiser(
-            model, sigma_data=config["sigma_data"], sigma_min=sigma_min, sigma_max=sigma_max, dtype=model.dtype
-        )
+        return EDMDenoiser(model, sigma_data=config["sigma_data"], dtype=model.dtype)  # EDM's sampling range
     return DiscreteDenoiser(
         model, alphas_cumprod_for(config), prediction_type=config["prediction_type"], dtype=model.dtype
     )
