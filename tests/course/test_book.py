@@ -116,7 +116,7 @@ def test_chapter_3_is_executed_with_figures_and_citations(built_book):
     )
     # ... through the package from sigma = inf, checked against diffusers' DDIMScheduler (no fallback to diffusers)
     assert "first sigma of the package's grid: inf" in text
-    gap = re.search(r"from pure noise: DigitsPipeline vs sampling\.sample, max difference (\S+)", text)
+    gap = re.search(r"from pure noise: DigitsPipeline vs sampling\.sample, max difference (\d\.\de[-+]\d\d)", text)
     assert gap and float(gap[1]) < 1e-5, "the package's zero-terminal-SNR sampling was not checked against diffusers"
     assert re.search(r"digits-linear-v-zsnr +linspace +5 +0 +999", text), "the v-model's linspace rows are missing"
     assert re.search(r" 1\.0 +0 +\d+\.\d\d +\d\.\d{3}", text), "the eta table is missing"
