@@ -242,8 +242,8 @@ def test_an_incomplete_gpu_entry_is_refused_with_the_page_named(gpu):
 
 
 def test_set_up_cells_install_the_course_release():
-    """Colab installs the release the course was tested with: `...@v<version>` of pyproject.toml."""
-    spec = f'"diffusion-internals[course] @ git+{CONFIG["repository"]["url"]}@v{VERSION}"'
+    """Colab installs the release the course was tested with, by name and the version of pyproject.toml."""
+    spec = f'"diffusion-internals[course]=={VERSION}"'
     setups = {doc: fenced_code_cells(path.read_text())[0] for doc, path in NOTEBOOK_PAGES if doc != "book/performance"}
     for folder in ("solutions", "exercises"):
         for path in sorted((ROOT / folder).glob("*/*.ipynb")):
