@@ -7,7 +7,8 @@ A Sphinx extension (registered in ``_config.yml`` under ``sphinx: local_extensio
    notebook, or an .ipynb, with at least one code cell), and a "Needs a GPU" warning when the
    page's front matter has a ``gpu:`` entry (see :func:`gpu_requirement`);
 2. writes each such page as a clean notebook (no outputs) to ``<html>/_notebooks/<page>.ipynb``
-   when the build finishes, which the box's "Download .ipynb" link points to.
+   when the build finishes, which the box's "Download .ipynb" link points to;
+3. points the header's ".ipynb" download at that same clean notebook (see :func:`offer_clean_notebook`).
 
 Run as a script (``make notebooks``), it writes the same notebooks, through the same
 :func:`page_to_notebook`, to a folder that the Pages workflow pushes to the orphan ``notebooks``
@@ -315,6 +316,31 @@ def _insert_box(app, doctree, docname: str) -> None:
     section.insert(section.index(title) + 1 if title is not None and title.parent is section else 0, box)
 
 
+def offer_clean_notebook(header_buttons: list, url: str | None) -> None:
+    """Point the header's ".ipynb" download at the clean export (the box's file), or drop it when there is none.
+
+    sphinx-book-theme links it to the executed notebook in _sources/: outputs included and the kernel name of the
+    build machine. One page offers one notebook, the one Colab opens.
+    """
+    for group in header_buttons:
+        buttons = group.get("buttons", []) if isinstance(group, dict) else []
+        for button in list(buttons):
+            if button.get("label") == "download-notebook-button":
+                if url is None:
+                    buttons.remove(button)
+                else:
+                    button["url"] = url
+
+
+def _header_download(app, pagename: str, templatename: str, context: dict, doctree) -> None:
+    if "header_buttons" not in context or pagename not in app.env.all_docs:
+        return
+    settings = LaunchSettings.from_sphinx_config(app.config)
+    exported = is_notebook_page(Path(app.env.doc2path(pagename)), settings=settings)
+    url = context["pathto"](posixpath.join(NOTEBOOK_DIR, notebook_path(pagename)), 1) if exported else None
+    offer_clean_notebook(context["header_buttons"], url)
+
+
 def _export(app, exception) -> None:
     if exception is not None or app.builder.format != "html":
         return
@@ -325,6 +351,7 @@ def _export(app, exception) -> None:
 def setup(app) -> dict:
     app.add_config_value("launch_paths_notebooks_branch", NOTEBOOKS_BRANCH, "html")
     app.connect("doctree-resolved", _insert_box)
+    app.connect("html-page-context", _header_download, priority=600)  # after sphinx-book-theme's buttons (501)
     app.connect("build-finished", _export)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
 

@@ -268,6 +268,30 @@ def test_a_built_chapter_links_colab_binder_and_its_download(built_book):
     notebook = (built_book / "book" / href).resolve()
     assert notebook.is_file(), f"Download .ipynb points to a missing file {href}"
     nbformat.validate(nbformat.read(notebook, as_version=4))
+    # The header's download menu offers that same clean notebook, never the executed one in _sources/.
+    offered = set(re.findall(r'href="([^"]+\.ipynb)"', page))
+    assert offered == {href}, f"the page offers more than the clean notebook: {sorted(offered)}"
+    assert all(not cell.get("outputs") for cell in nbformat.read(notebook, as_version=4).cells)
+
+
+def test_the_header_download_is_pointed_at_the_clean_notebook_or_dropped():
+    def header(url):
+        return [
+            {
+                "label": "download-buttons",
+                "buttons": [
+                    {"label": "download-notebook-button", "url": url},
+                    {"label": "download-source-button", "url": "x.md"},
+                ],
+            }
+        ]
+
+    buttons = header("../_sources/book/01_forward_process.ipynb")
+    lp.offer_clean_notebook(buttons, "../_notebooks/book/01_forward_process.ipynb")
+    assert buttons[0]["buttons"][0]["url"] == "../_notebooks/book/01_forward_process.ipynb"
+    buttons = header("../_sources/book/intro.ipynb")
+    lp.offer_clean_notebook(buttons, None)
+    assert [b["label"] for b in buttons[0]["buttons"]] == ["download-source-button"]
 
 
 @pytest.mark.slow
