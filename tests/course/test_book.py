@@ -55,6 +55,24 @@ def test_chapter_1_is_executed_with_figures_and_citations(built_book):
     assert "empirical mean" in text, "the q_step/q_sample check did not run"
     for function in ("def q_sample", "def q_step", "def alphas_cumprod", "def log_snr"):
         assert function in text, f"the package source ({function}) is not shown"
+    # The static explorer: a slider over t and radio buttons over five schedules, precomputed frames in the page.
+    page = (built_book / "book" / "01_forward_process.html").read_text()
+    assert 'id="fwdx-slider"' in page and 'type="range"' in page and 'id="fwdx-img"' in page
+    assert "function fwdxShow" in page, "the explorer's script is missing"
+    schedules = ("linear", "scaled_linear", "cosine", "sqrt", "zero_terminal_snr")
+    for kind in schedules:
+        assert f'name="fwdx-schedule" value="{kind}"' in page, f"no radio button for the {kind} schedule"
+    steps = re.search(r"var fwdxSteps = (\[.*?\]);", page)
+    frames = re.search(r"var fwdxFrames = (\{.*?\});", page)
+    assert steps and frames, "the explorer's steps or frames are missing"
+    n_steps = len(steps.group(1).split(","))
+    assert n_steps >= 10 and steps.group(1).endswith("1000]"), f"the slider's steps: {steps.group(1)}"
+    assert frames.group(1).count("data:image/png;base64,") == len(schedules) * n_steps, "frames are missing"
+    assert "Static explorer" in text, "the explorer's title is missing"
+    stats = re.search(r"var fwdxStats = (\{.*?\});", page)
+    assert stats and "nan" not in stats.group(1).lower(), "the explorer prints nan"
+    last = re.search(rf'"zero_terminal_snr\|{n_steps - 1}": "([^"]*)"', stats.group(1))
+    assert last and r"SNR = 0, log-SNR = \u2212\u221e" in last.group(1), "zero terminal SNR must end at SNR 0, -inf"
 
 
 @pytest.mark.slow
@@ -177,6 +195,9 @@ def test_chapter_5_is_executed_with_the_sweep_and_a_kernel_free_explorer(built_b
     frames = re.search(r"var cfgxFrames = (\{.*?\});", page)
     assert frames and frames.group(1).count("data:image/png;base64,") >= 35, "the explorer's frames are missing"
     assert "Static explorer" in text and "Live explorer" in text
+    # Without a kernel the live explorer says so and loads nothing from a CDN (its widgets would stay blank).
+    assert says(text, "so it needs a kernel. The published website has none"), "the live explorer's note is missing"
+    assert "embed-amd.js" not in page and "require.min.js" not in page, "a widget manager is loaded from a CDN"
 
 
 @pytest.mark.slow
@@ -344,4 +365,7 @@ def test_performance_appendix_renders_the_committed_benchmark_tables(built_book)
     )
     assert re.search(r"book warm\s*all pages\s*[\d.]+\s*120\.0", text), "the course-operations table is missing"
     assert "05_guidance" in text and "project_c_production" in text
+    assert not re.search(r"<td>\s*nan\s*</td>", (built_book / "book" / "performance.html").read_text(), re.I), (
+        "a table shows nan where the text promises an empty cell"
+    )
     assert re.search(r"DPM\+\+ 2M Karras\s*20\s*\d+\.\d+", text), "the end-to-end table has no DPM++ 2M Karras row"
