@@ -100,6 +100,21 @@ models: $(STAMP)
 serve: book
 	$(BIN)/python -m http.server --directory _build/html 8000
 
+# The release artefacts that .github/workflows/release.yml publishes on a tag vX.Y.Z: sdist and wheel in dist/
+# (emptied first), checked by twine and by scripts/check_dist.py (every file git tracks in src/diffusion_internals/,
+# checkpoints and tokenizer included, is in the wheel). Needs only build and twine (the `release` extra, pinned
+# in the constraints, installed when missing), not the course set-up; the isolated build gets the pinned setuptools.
+# The egg-info of an earlier build goes first: setuptools would ship the files its SOURCES.txt lists, as if selected.
+.PHONY: dist
+dist:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import build, twine" 2>/dev/null || \
+	  $(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) $(PIP_ARGS) build twine
+	rm -rf dist src/diffusion_internals.egg-info
+	PIP_CONSTRAINT=$(abspath $(CONSTRAINTS)) $(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+	$(BIN)/python scripts/check_dist.py dist
+
 # --- instructors (nbgrader); always --force, or nbgrader silently keeps stale output ---
 release: $(STAMP)
 	@for a in $(ASSIGNMENTS); do $(NBGRADER) generate_assignment $$a --force || exit 1; done

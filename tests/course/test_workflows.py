@@ -7,10 +7,11 @@ triggers the README promises, and commands that are Make targets of this reposit
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 import yaml
-from support import ROOT
+from support import ROOT, course_env
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 TARGETS = set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.M))
@@ -73,3 +74,40 @@ def test_the_pages_workflow_publishes_the_notebooks_that_colab_opens():
     assert jobs["deploy"]["permissions"] == {"pages": "write", "id-token": "write"}
     assert jobs["build"]["permissions"] == {"contents": "read"}
     assert workflow["permissions"] == {"contents": "read"}
+
+
+def test_the_release_workflow_publishes_what_make_dist_built_on_a_version_tag():
+    """On a tag v*: the tag must be v + pyproject's version, `make dist` builds, PyPI by trusted publishing."""
+    workflow = load("release.yml")
+    on = workflow[True] if True in workflow else workflow["on"]  # YAML 1.1 reads 'on' as True
+    assert on == {"push": {"tags": ["v*"]}}
+    jobs = workflow["jobs"]
+    build = [step.get("run", "") for step in jobs["build"]["steps"]]
+    check = next(i for i, run in enumerate(build) if "pyproject.toml" in run and "GITHUB_REF_NAME" in run)
+    dist = next(i for i, run in enumerate(build) if re.search(r"\bmake dist\b", run))
+    assert check < dist, "the tag is checked against the version before anything is built"
+    uploaded = [s["with"]["path"] for s in jobs["build"]["steps"] if s.get("uses", "").startswith("actions/upload")]
+    assert uploaded == ["dist/"], "the build job hands dist/ (make dist) to the publishing jobs"
+
+    # The version check itself, run as the workflow runs it: the right tag passes, any other fails and says why.
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)[1]
+    for tag, ok in [(f"v{version}", True), (f"v{version}.post1", False), (version, False), ("v0.0.1", False)]:
+        env = {**course_env(), "GITHUB_REF_NAME": tag}
+        result = subprocess.run(["bash", "-ec", build[check]], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert (result.returncode == 0) == ok, f"tag {tag!r} with version {version}: {result.stdout}{result.stderr}"
+        if not ok:
+            assert f"is not v{version}" in result.stdout
+
+    pypi = jobs["pypi"]
+    assert pypi["needs"] == "build" and pypi["environment"]["name"] == "pypi"
+    assert pypi["permissions"] == {"id-token": "write"}, "trusted publishing: an OIDC token, no API token, nothing else"
+    uses = [step.get("uses", "") for step in pypi["steps"]]
+    assert uses[-1].startswith("pypa/gh-action-pypi-publish@") and "password" not in pypi["steps"][-1].get("with", {})
+    downloaded = [s["with"] for s in pypi["steps"] if s.get("uses", "").startswith("actions/download-artifact")]
+    assert downloaded == [{"name": "dist", "path": "dist/"}]
+
+    release = jobs["github-release"]
+    assert release["needs"] == "pypi" and release["permissions"] == {"contents": "write"}
+    publish = release["steps"][-1]["run"]
+    assert "gh release create" in publish and "dist/*" in publish and "--verify-tag" in publish
+    assert jobs["build"]["permissions"] == {"contents": "read"} and workflow["permissions"] == {"contents": "read"}
