@@ -2,6 +2,7 @@
 #   make book   set up .venv (first time only) and build the executed site into _build/html
 #   make test   set up .venv (first time only), lint, and run the whole test suite (book build included)
 #   make test-fast  the inner loop: lint and every test not marked slow (all of the core's)
+#   make pdf    the print edition of the built site (_build/pdf/);  make dist  the sdist and wheel (dist/)
 # Instructors: make release | autograde | grades | feedback   (see README.md)
 
 PYTHON      ?= python3
@@ -22,7 +23,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: help setup book book-strict notebooks linkcheck lint format test test-fast bench bench-course models release autograde grades feedback serve clean clean-grading
 
 help:
-	@sed -n '1,5p' Makefile
+	@sed -n '1,6p' Makefile
 
 # The environment: rebuilt only when pyproject.toml or the pinned versions change.
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -99,6 +100,13 @@ models: $(STAMP)
 
 serve: book
 	$(BIN)/python -m http.server --directory _build/html 8000
+
+# The print edition: each page of the built site printed by headless Chromium once MathJax has typeset it
+# (scripts/print_pdf.py) to _build/pdf/<page>.pdf, and the whole book to _build/pdf/diffusion-internals.pdf.
+# Needs chromium, chromium-driver and poppler-utils (Debian/Ubuntu: sudo apt-get install -y ...).
+.PHONY: pdf
+pdf: book
+	$(BIN)/python scripts/print_pdf.py
 
 # The release artefacts that .github/workflows/release.yml publishes on a tag vX.Y.Z: sdist and wheel in dist/
 # (emptied first), checked by twine and by scripts/check_dist.py (every file git tracks in src/diffusion_internals/,

@@ -99,6 +99,17 @@ def sandbox_problem() -> str | None:
     return limits_available() or sandbox_problem()
 
 
+def require_tools(problem: str | None) -> None:
+    """Skip a test whose system programs are missing (``problem`` names them and the install command; None when
+    all are there), except in CI (CI=true or 1): .ci/run installs them there, so the test must run and fails."""
+    import pytest
+
+    if problem and os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"{problem}. CI={os.environ['CI']}: this test must run here (.ci/run installs them)")
+    if problem:
+        pytest.skip(problem)
+
+
 def requires_sandbox():
     """Skip a test that grades in the sandbox on a machine without it, with the install hint.
 

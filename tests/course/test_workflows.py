@@ -22,7 +22,9 @@ def load(name: str) -> dict:
 
 
 def commands(workflow: dict) -> list[str]:
-    return [step["run"] for job in workflow["jobs"].values() for step in job["steps"] if "run" in step]
+    """The shell commands of every step; a step that runs .ci/run counts with what .ci/run runs."""
+    runs = [step["run"] for job in workflow["jobs"].values() for step in job["steps"] if "run" in step]
+    return runs + [(ROOT / ".ci" / "run").read_text() for run in runs if ".ci/run" in run]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in WORKFLOWS.glob("*.yml")))
@@ -39,6 +41,10 @@ def test_triggers_match_what_the_readme_and_the_issue_promise():
     assert "pull_request" in on("pull-request.yml")
     assert "schedule" in on("links.yml") and "schedule" in on("drift.yml")
     assert "make test" in " ".join(commands(load("pull-request.yml")))
+    # Pull requests run the CI entry point itself, in Debian, where it installs Chromium and bubblewrap.
+    pull_request = load("pull-request.yml")
+    assert any(step.get("run", "").strip() == "bash .ci/run" for step in pull_request["jobs"]["test"]["steps"])
+    assert "bookworm" in pull_request["jobs"]["test"]["container"]["image"]
     assert "CONSTRAINTS=requirements/drift.txt" in " ".join(commands(load("drift.yml")))
     assert not [
         line
