@@ -6,8 +6,8 @@ dist/ must hold exactly one wheel and one sdist, named after pyproject.toml's na
 workflow uploads everything in it). The wheel must hold every file that `git ls-files src/diffusion_internals`
 lists (the modules, the committed checkpoints, the tokenizer files: package data that pyproject.toml's
 [tool.setuptools.package-data] has to name) and no file of the package that git does not track (a local training
-run, a stray notebook). The sdist must hold pyproject.toml, README.md and the same files under src/. Each missing
-or extra file is named, and the exit status is 1.
+run, a stray notebook), and the licence text. The sdist must hold pyproject.toml, README.md, LICENSE and the same
+files under src/. Each missing or extra file is named, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "diffusion_internals"
-SDIST_TOP_LEVEL = ("pyproject.toml", "README.md")  # what a build from the sdist alone needs besides src/
+SDIST_TOP_LEVEL = ("pyproject.toml", "README.md", "LICENSE")  # what a build from the sdist alone needs besides src/
 IGNORED = ("__pycache__", ".pyc", ".ipynb_checkpoints")  # never shipped, whatever git says
 
 
@@ -98,6 +98,9 @@ def problems(dist: Path, root: Path = ROOT, *, allow_untracked: bool = False) ->
         found += [f"in {wheel.name} but not tracked by git: src/{path}" for path in sorted(untracked)]
     needed = set(SDIST_TOP_LEVEL) | {f"src/{path}" for path in tracked}
     found += [f"missing from {sdist.name}: {path}" for path in sorted(needed - in_sdist)]
+    with zipfile.ZipFile(wheel) as archive:  # the licence text (pyproject.toml's license-files) ships in the wheel
+        if not any(n.endswith(".dist-info/licenses/LICENSE") for n in archive.namelist()):
+            found.append(f"missing from {wheel.name}: the licence text (.dist-info/licenses/LICENSE)")
     return found
 
 

@@ -58,6 +58,14 @@ if (bare.length) {
 for (const e of document.querySelectorAll("mjx-merror")) {
   flag(e, `MathJax error: ${short(e.getAttribute("data-mjx-error") || e.textContent)}`);
 }
+// An inline formula never scrolls at this width (a scroll bar under it would be drawn on Windows and Linux).
+const scrolling = [...document.querySelectorAll("span.math")].filter((m) => {
+  const overflow = getComputedStyle(m).overflowX;
+  return (overflow === "auto" || overflow === "scroll") && m.scrollWidth > m.clientWidth + 1;
+});
+if (scrolling.length) {
+  flag(scrolling[0], `${scrolling.length} inline formulas scroll, the first: ${short(scrolling[0].textContent)}`);
+}
 // An undefined macro is no error node: MathJax shows its name in red as text (a backslash glyph opens the text).
 for (const m of document.querySelectorAll("mjx-container")) {
   if (m.querySelector("mjx-mtext > mjx-c.mjx-c5C:first-child")) {
