@@ -33,25 +33,26 @@ def project(root: Path = ROOT) -> tuple[str, str]:
     return table["name"], table["version"]
 
 
+def git_files(root: Path, *options: str) -> list[str]:
+    """`git ls-files -z <options>` in root, as paths; RuntimeError when git or the repository is unavailable."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", *options], cwd=root, capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise RuntimeError(f"git ls-files failed in {root}: {error}") from error
+    return [path for path in listed.split("\0") if path]
+
+
 def tracked_package_files(root: Path = ROOT) -> set[str]:
     """Paths relative to src/ ("diffusion_internals/sd/bpe.py") of the package's files that git tracks and that exist.
 
     Raises RuntimeError when git or the repository is unavailable (an unpacked sdist, a copy without .git).
     """
-    try:
-        listed = subprocess.run(
-            ["git", "ls-files", "-z", "--", f"src/{PACKAGE}"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError) as error:
-        raise RuntimeError(f"git ls-files failed in {root}: {error}") from error
     files = {
         str(PurePosixPath(path).relative_to("src"))
-        for path in listed.split("\0")
-        if path and not any(part in path for part in IGNORED) and (root / path).is_file()
+        for path in git_files(root, "--", f"src/{PACKAGE}")
+        if not any(part in path for part in IGNORED) and (root / path).is_file()
     }
     if not files:
         raise RuntimeError(f"git tracks no files under {root / 'src' / PACKAGE}")

@@ -24,7 +24,6 @@ import glob
 import importlib.util
 import json
 import shutil
-import subprocess
 import sysconfig
 from pathlib import Path
 
@@ -147,16 +146,10 @@ def export_working_tree(to: Path) -> Path:
     an earlier build (src/*.egg-info/SOURCES.txt) and would ship files that pyproject.toml no longer selects.
     """
     try:
-        listed = subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError) as error:
+        listed = load_check_dist().git_files(ROOT, "--cached", "--others", "--exclude-standard")
+    except RuntimeError as error:
         require_tools(f"no git repository to export the working tree from: {error}")  # skips; fails in CI
-    for name in filter(None, listed.split("\0")):
+    for name in listed:
         if (ROOT / name).is_file():  # not a file deleted from the working tree
             (to / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, to / name)
