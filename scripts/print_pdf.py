@@ -110,7 +110,7 @@ def toc_pages(root: Path = ROOT) -> list[str]:
 
 def browser_paths() -> tuple[str, str] | None:
     """Chromium and its chromedriver, found on PATH; None when either is missing."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    browser = next(filter(None, map(shutil.which, ALIASES["chromium"])), None)
     driver = shutil.which("chromedriver")
     return (browser, driver) if browser and driver else None
 

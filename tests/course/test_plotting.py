@@ -114,3 +114,34 @@ def test_show_panels_draws_one_grid_per_panel():
 def test_bad_input_names_the_parameter(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (3, 4, 3)])
+def test_a_data_uri_decodes_to_the_picture_in_8_bits(shape):
+    import base64
+    import io
+
+    from PIL import Image
+
+    picture = np.random.default_rng(0).random(shape)
+    picture[0, 0] = 0.0
+    picture[-1, -1] = 1.0
+    uri = plotting.png_data_uri(picture)
+    prefix = "data:image/png;base64,"
+    assert uri.startswith(prefix)
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri[len(prefix) :]))))
+    assert decoded.dtype == np.uint8 and decoded.shape == shape
+    np.testing.assert_array_equal(decoded, np.floor(picture * 255 + 0.5))
+
+
+@pytest.mark.parametrize(
+    "picture, match",
+    [
+        (np.full((2, 2), 1.5), r"values in \[0, 1\]"),
+        (np.full((2, 2), np.nan), "values in"),
+        (np.zeros((2, 2, 4)), "shape"),
+    ],
+)
+def test_a_picture_out_of_range_or_shape_is_refused_not_clipped(picture, match):
+    with pytest.raises(ValueError, match=f"picture must .*{match}"):
+        plotting.png_data_uri(picture)

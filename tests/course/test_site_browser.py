@@ -196,8 +196,8 @@ def report(problems: list[str], folder: Path) -> str:
 HINTS = {
     "ERR_NAME_NOT_RESOLVED": "a file from another host: the site must serve it itself (it fails offline)",
     "favicon.ico": "the pages declare no icon, so the browser asks for /favicon.ico (Sphinx: html_favicon)",
-    "invalid theme mode": "pydata-sphinx-theme on a first visit: the page sets no default mode (theme option "
-    "default_mode)",
+    "invalid theme mode": "pydata-sphinx-theme on a first visit: the page sets no default mode (_config.yml: "
+    "sphinx.config.html_context.default_mode)",
 }
 
 

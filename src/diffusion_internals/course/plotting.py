@@ -8,6 +8,8 @@ viewer would and NaN is drawn as 0. Grey images are drawn as dark ink on white p
   every image a light 1-pixel frame, the digits style of chapters 2 to 6.
 * :func:`to_rgb` turns a canvas into an ``(H, W, 3)`` array in [0, 1] for ``imshow`` or a PNG;
   :func:`image_row` is a strip of images, each followed by a 1-pixel white gap (chapter 5).
+* :func:`png_data_uri` encodes a picture as a ``data:`` URI: the frames a page embeds for a static explorer
+  (chapters 1 and 5), which then needs no kernel and no file beside the page.
 * :func:`draw_grid` draws a canvas on matplotlib axes.
 * :func:`digit_rows` (chapters 3 and 6) and :func:`show_panels` (chapter 7) are the figures: labelled rows of
   samples, and grids side by side.
@@ -15,15 +17,18 @@ viewer would and NaN is drawn as 0. Grey images are drawn as dark ink on white p
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from PIL import Image
 
 from diffusion_internals.validation import check_images, check_int, check_real
 
-__all__ = ["DIGIT_FRAME", "image_grid", "to_rgb", "image_row", "draw_grid", "digit_rows", "show_panels"]
+__all__ = ["DIGIT_FRAME", "image_grid", "to_rgb", "image_row", "png_data_uri", "draw_grid", "digit_rows", "show_panels"]
 
 DIGIT_FRAME = -0.6  # the light grey (under gray_r) of the frame around each digit
 
@@ -71,6 +76,21 @@ def image_row(images: torch.Tensor) -> np.ndarray:
     images = check_images("images", images, channels=(1, 3))
     gapped = torch.nn.functional.pad(images.detach().float(), (0, 1), value=_paper(images.shape[1]))  # (B, C, H, W + 1)
     return to_rgb(image_grid(gapped, gap=0, border=0))
+
+
+def png_data_uri(picture: np.ndarray) -> str:
+    """A picture (H, W) grey or (H, W, 3) RGB in [0, 1] as the data: URI of an 8-bit PNG, for a page's own <img>.
+
+    The browser enlarges it (CSS ``image-rendering: pixelated``), so frames stay a few hundred bytes each.
+    """
+    picture = np.asarray(picture, dtype=np.float64)
+    if picture.ndim not in (2, 3) or (picture.ndim == 3 and picture.shape[2] != 3):
+        raise ValueError(f"picture must be (H, W) or (H, W, 3), got shape {picture.shape}")
+    if not np.isfinite(picture).all() or picture.min() < 0 or picture.max() > 1:
+        raise ValueError(f"picture must hold values in [0, 1], got [{picture.min()}, {picture.max()}]")
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(picture * 255).astype(np.uint8)).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def draw_grid(ax: plt.Axes, canvas: torch.Tensor) -> None:
