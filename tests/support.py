@@ -99,6 +99,16 @@ def sandbox_problem() -> str | None:
     return limits_available() or sandbox_problem()
 
 
+def load_check_dist():
+    """scripts/check_dist.py (what `make dist` runs) as a module: its git_files lists what a commit would hold."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_dist", ROOT / "scripts" / "check_dist.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def require_tools(problem: str | None) -> None:
     """Skip a test whose system programs are missing (``problem`` names them and the install command; None when
     all are there), except in CI (CI=true or 1): .ci/run installs them there, so the test must run and fails."""

@@ -21,7 +21,6 @@ the committed checkpoints and tokenizer files (package data) and work where no c
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import shutil
 import sysconfig
@@ -29,19 +28,11 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from support import BIN, ROOT, require_tools, run
+from support import BIN, ROOT, load_check_dist, require_tools, run
 
 SRC = ROOT / "src"
 PACKAGE = "diffusion_internals"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-
-
-def load_check_dist():
-    """scripts/check_dist.py (what `make dist` runs) as a module."""
-    spec = importlib.util.spec_from_file_location("check_dist", ROOT / "scripts" / "check_dist.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def selected_by(setuptools: dict) -> set[str]:

@@ -28,7 +28,17 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Limits", "Cgroup", "bwrap_path", "gpu_devices", "limits_available", "command", "sandbox_problem"]
+__all__ = [
+    "Limits",
+    "Cgroup",
+    "bwrap_path",
+    "command",
+    "delegate_cgroup",
+    "gpu_devices",
+    "join_cgroup",
+    "limits_available",
+    "sandbox_problem",
+]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: sudo apt-get install -y bubblewrap)"
@@ -148,8 +158,15 @@ def _v2_parent() -> Path:
     this process first moves into a leaf of its own ("grader-<pid>") when it has to.
     """
     here = CGROUP_ROOT / _own_cgroup("").lstrip("/")
-    parent = here if os.access(here, os.W_OK) else CGROUP_ROOT
     wanted = {"memory", "pids"}
+    # Without root: the nearest cgroup delegated to this user (delegate_cgroup, or systemd's Delegate=yes) that
+    # already hands both controllers to its children (its own leaf holds the processes).
+    for folder in (here, *here.parents) if os.geteuid() != 0 else ():
+        if not folder.is_relative_to(CGROUP_ROOT) or not os.access(folder, os.W_OK):
+            break
+        if wanted <= set((folder / "cgroup.subtree_control").read_text().split()):
+            return folder
+    parent = here if os.access(here, os.W_OK) else CGROUP_ROOT
     if not wanted <= set((parent / "cgroup.subtree_control").read_text().split()):
         try:
             (parent / "cgroup.subtree_control").write_text("+memory +pids")
@@ -159,6 +176,50 @@ def _v2_parent() -> Path:
             (leaf / "cgroup.procs").write_text(str(os.getpid()))
             (parent / "cgroup.subtree_control").write_text("+memory +pids")
     return parent
+
+
+def delegate_cgroup(user: str) -> list[Path]:
+    """As root: cgroups owned by `user`, in which that user's grader can create a limited cgroup per submission.
+
+    Returns the folders a process joins (`join_cgroup`) so that the grader it starts runs sandboxed without root:
+    the course's JupyterHub starts each instructor's server in them (deploy/jupyterhub/jupyterhub_config.py).
+    v1: the memory and pids hierarchies, each a folder owned by the user. v2: a folder with both controllers
+    enabled for its children, owned by the user, and a leaf in it for the processes (v2 lets only a cgroup
+    without processes hand controllers on).
+    """
+    import pwd
+
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        raise ValueError(f"user must be an existing account, got {user!r}") from None
+    name = f"diffusion-internals-user-{user}"
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        folder = _v2_parent() / name
+        folder.mkdir(exist_ok=True)
+        (folder / "cgroup.subtree_control").write_text("+memory +pids")
+        leaf = folder / "server"
+        leaf.mkdir(exist_ok=True)
+        owned, joined = [folder, leaf], [leaf]
+    else:
+        joined = [_v1_parent(controller) / name for controller in ("memory", "pids")]
+        for folder in joined:
+            folder.mkdir(exist_ok=True)
+        owned = joined
+    for folder in owned:
+        for path in (folder, *folder.iterdir()):
+            os.chown(path, account.pw_uid, account.pw_gid)
+    return joined
+
+
+def join_cgroup(folders: list[Path]) -> None:
+    """Move this process into each of `folders` (before it drops root, in a spawner's preexec function)."""
+    for folder in folders:
+        fd = os.open(folder / "cgroup.procs", os.O_WRONLY)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
 
 
 def limits_available() -> str | None:
