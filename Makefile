@@ -4,6 +4,7 @@
 #   make test-fast  the inner loop: lint and every test not marked slow (all of the core's)
 #   make pdf    the print edition of the built site (_build/pdf/);  make dist  the sdist and wheel (dist/)
 # Instructors: make release | autograde | grades | feedback   (see README.md)
+#   from an LMS: make collect-zip ZIP=... ASSIGNMENT=... ROSTER=...  then  make lms-grades LMS=canvas|moodle ...
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -23,7 +24,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: help setup book book-strict notebooks linkcheck lint format test test-fast bench bench-course models release autograde grades feedback serve clean clean-grading
 
 help:
-	@sed -n '1,6p' Makefile
+	@sed -n '1,7p' Makefile
 
 # The environment: rebuilt only when pyproject.toml or the pinned versions change.
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -161,8 +162,25 @@ feedback: $(STAMP)
 	  if ls -d autograded/*/$$a >/dev/null 2>&1; then $(NBGRADER) generate_feedback $$a --force || exit 1; fi; \
 	done
 
+# The LMS path (scripts/collect_zip.py, scripts/lms_return.py, diffusion_internals.course.grading.lms).
+# collect-zip: a Canvas or Moodle "download all submissions" ZIP into submitted/ by nbgrader zip_collect with the
+# course's collector; ROSTER (id,first_name,last_name,email,lms_user_id) maps names to student ids and goes into
+# the gradebook. Files it could not import are listed with their reason, and it then exits 1.
+# lms-grades (after autograde and feedback): downloaded/<ASSIGNMENT>/<LMS>_grades.csv in the shape LMS imports
+# and <LMS>_feedback.zip named like the download's entries; COLUMN names the assignment's column in the LMS.
+.PHONY: collect-zip lms-grades
+ZIP    ?=
+ROSTER ?=
+LMS    ?=
+COLUMN ?=
+collect-zip: $(STAMP)
+	$(BIN)/python scripts/collect_zip.py --zip "$(ZIP)" --roster "$(ROSTER)" $(ASSIGNMENT)
+
+lms-grades: $(STAMP)
+	$(BIN)/python scripts/lms_return.py --lms "$(LMS)" $(if $(COLUMN),--column "$(COLUMN)") $(ASSIGNMENT)
+
 clean:
 	rm -rf _build
 
 clean-grading:
-	rm -rf submitted autograded feedback gradebook.db grades.csv grading_report.md .grading
+	rm -rf submitted autograded feedback downloaded gradebook.db grades.csv grading_report.md .grading
