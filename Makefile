@@ -5,6 +5,7 @@
 #   make pdf    the print edition of the built site (_build/pdf/);  make dist  the sdist and wheel (dist/)
 # Instructors: make release | autograde | grades | feedback   (see README.md)
 #   from an LMS: make collect-zip ZIP=... ASSIGNMENT=... ROSTER=...  then  make lms-grades LMS=canvas|moodle ...
+#   on a JupyterHub: make hub (JupyterHub and its proxy), then deploy/jupyterhub/README.md
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -24,7 +25,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: help setup book book-strict notebooks linkcheck lint format test test-fast bench bench-course models release autograde grades feedback serve clean clean-grading
 
 help:
-	@sed -n '1,7p' Makefile
+	@sed -n '1,8p' Makefile
 
 # The environment: rebuilt only when pyproject.toml or the pinned versions change.
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -178,6 +179,16 @@ collect-zip: $(STAMP)
 
 lms-grades: $(STAMP)
 	$(BIN)/python scripts/lms_return.py --lms "$(LMS)" $(if $(COLUMN),--column "$(COLUMN)") $(ASSIGNMENT)
+
+# JupyterHub and its proxy for the one-server classroom hub (deploy/jupyterhub/README.md): the `hub` extra, and
+# configurable-http-proxy from npm at the pinned versions of deploy/jupyterhub/proxy/ (npm ci), in $(VENV)/hub-proxy.
+.PHONY: hub
+hub: $(STAMP)
+	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) $(PIP_ARGS) -e '.[hub]'
+	@command -v npm >/dev/null || (echo "make hub: npm is missing (Debian/Ubuntu: sudo apt-get install -y npm)"; exit 1)
+	mkdir -p $(VENV)/hub-proxy
+	cp deploy/jupyterhub/proxy/package.json deploy/jupyterhub/proxy/package-lock.json $(VENV)/hub-proxy/
+	cd $(VENV)/hub-proxy && npm ci --no-audit --no-fund --loglevel=error
 
 clean:
 	rm -rf _build
