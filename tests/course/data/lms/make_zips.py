@@ -12,7 +12,7 @@ reason it is not imported); the tests read it from here.
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 import zipfile
 from pathlib import Path
 
@@ -45,15 +45,15 @@ ENTRIES = {"canvas_submissions.zip": CANVAS, "moodle_submissions.zip": MOODLE}
 
 def contents() -> dict[str, bytes]:
     """What an entry holds: the solved release, it with one mistake, the untouched release, or some text."""
-    sys.path.insert(0, str(ROOT / "tests" / "course"))
-    from mistakes_01 import MISTAKES
-
+    spec = importlib.util.spec_from_file_location("mistakes_01", ROOT / "tests" / "course" / "mistakes_01.py")
+    mistakes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mistakes)
     from diffusion_internals.course.grading.solutions import solved_release
 
     release = ROOT / "exercises" / ASSIGNMENT / "forward_process.ipynb"
     correct = solved_release(release, ROOT / "solutions" / ASSIGNMENT / "forward_process.ipynb")
     wrong = nbformat.from_dict(correct)
-    mistake = next(m for m in MISTAKES if m["name"] == WRONG)
+    mistake = next(m for m in mistakes.MISTAKES if m["name"] == WRONG)
     for cell in wrong.cells:
         if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == mistake["cell"]:
             cell.source = mistake["source"]
