@@ -99,14 +99,19 @@ def sandbox_problem() -> str | None:
     return limits_available() or sandbox_problem()
 
 
-def load_check_dist():
-    """scripts/check_dist.py (what `make dist` runs) as a module: its git_files lists what a commit would hold."""
+def load_file(path: Path):
+    """A Python file that is not on the import path (a script, a test-data generator, a deploy helper) as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("check_dist", ROOT / "scripts" / "check_dist.py")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_check_dist():
+    """scripts/check_dist.py (what `make dist` runs) as a module: its git_files lists what a commit would hold."""
+    return load_file(ROOT / "scripts" / "check_dist.py")
 
 
 def require_tools(problem: str | None) -> None:

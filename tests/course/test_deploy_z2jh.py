@@ -11,7 +11,6 @@ against its values.schema.json, and with `helm` on PATH rendered by `helm templa
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import os
 import re
@@ -23,7 +22,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from support import ROOT
+from support import ROOT, load_file
 from traitlets.config import Config
 
 DEPLOY = ROOT / "deploy" / "zero-to-jupyterhub"
@@ -51,14 +50,7 @@ OVERRIDE_KEYS = {
 }
 
 
-def load_chart_keys_module():
-    spec = importlib.util.spec_from_file_location("chart_keys", DEPLOY / "chart_keys.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-chart_keys = load_chart_keys_module()
+chart_keys = load_file(DEPLOY / "chart_keys.py")
 
 
 def course_id() -> str:

@@ -10,7 +10,6 @@ gradebook.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
 import shutil
 import unicodedata
@@ -18,7 +17,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import pytest
-from support import BIN, ROOT, requires_sandbox, run
+from support import BIN, ROOT, load_file, requires_sandbox, run
 
 from diffusion_internals.course.grading import lms
 from diffusion_internals.course.grading.lms import Entry, Student
@@ -34,14 +33,7 @@ ROSTER = [
 ]
 
 
-def load_make_zips():
-    spec = importlib.util.spec_from_file_location("make_zips", DATA / "make_zips.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_zips = load_make_zips()
+make_zips = load_file(DATA / "make_zips.py")
 
 
 # ----------------------------------------------------------------------------- names in
