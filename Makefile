@@ -28,6 +28,13 @@ help:
 	@sed -n '1,8p' Makefile
 
 # The environment: rebuilt only when pyproject.toml or the pinned versions change.
+# SETUP=0: use an environment set up elsewhere, never install into it (a JupyterHub's shared, read-only one:
+# deploy/jupyterhub/ sets VENV and SETUP=0 in its terminals).
+SETUP ?= 1
+ifeq ($(SETUP),0)
+$(STAMP):
+	@test -x $(BIN)/python || (echo "SETUP=0, but there is no environment at $(VENV) (set VENV)"; exit 1)
+else
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --constraint $(CONSTRAINTS) $(PIP_ARGS) --upgrade pip
@@ -37,6 +44,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (diffusion-internals)" >/dev/null
 	$(BIN)/python -m diffusion_internals.course.grading.kernel install >/dev/null
 	touch $(STAMP)
+endif
 
 setup: $(STAMP)
 
@@ -125,6 +133,7 @@ dist:
 	$(BIN)/python -m twine check --strict dist/*
 	$(BIN)/python scripts/check_dist.py dist
 
+
 # --- instructors (nbgrader); always --force, or nbgrader silently keeps stale output ---
 release: $(STAMP)
 	@for a in $(ASSIGNMENTS); do $(NBGRADER) generate_assignment $$a --force || exit 1; done
@@ -168,7 +177,8 @@ feedback: $(STAMP)
 # course's collector; ROSTER (id,first_name,last_name,email,lms_user_id) maps names to student ids and goes into
 # the gradebook. Files it could not import are listed with their reason, and it then exits 1.
 # lms-grades (after autograde and feedback): downloaded/<ASSIGNMENT>/<LMS>_grades.csv in the shape LMS imports
-# and <LMS>_feedback.zip named like the download's entries; COLUMN names the assignment's column in the LMS.
+# and <LMS>_feedback.zip named like the download's entries; COLUMN: the grade column's header (Canvas: required,
+# "Title (id)" as its gradebook export writes it).
 .PHONY: collect-zip lms-grades
 ZIP    ?=
 ROSTER ?=

@@ -70,6 +70,9 @@ c.Autograde.autograde_preprocessors = [
     CheckCellMetadata,
 ]
 c.GenerateFeedback.preprocessors = [HideHiddenTests, GetGrades, CSSHTMLHeaderPreprocessor]
+# Collecting from nbgrader's exchange (a JupyterHub): only submissions a student's own account made, at the time
+# the file system says (diffusion_internals.course.grading.exchange).
+c.ExchangeFactory.collect = "diffusion_internals.course.grading.exchange.OwnerCheckedCollect"
 # Kernels are still used by `nbgrader validate` and by learners: the course's kernel, pinned.
 c.Execute.kernel_name = os.environ.get("DIFFUSION_INTERNALS_KERNEL", "diffusion-internals-grading")
 

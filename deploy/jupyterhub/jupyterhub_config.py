@@ -74,6 +74,9 @@ proxy = (
 c.ConfigurableHTTPProxy.command = [str(proxy)]
 
 c.Authenticator.allowed_users = set(INSTRUCTORS) | set(STUDENTS)
+# Only the roster: a student dropped from it can no longer log in (with allowed_users set, JupyterHub would
+# otherwise keep admitting every user already in its database).
+c.Authenticator.allow_existing_users = False
 c.JupyterHub.load_groups = {"instructors": {"users": INSTRUCTORS}, "students": {"users": STUDENTS}}
 if os.environ.get("DIFFUSION_INTERNALS_HUB_AUTH", "pam") == "dummy":
     c.JupyterHub.authenticator_class = "dummy"
@@ -128,6 +131,10 @@ class CourseSpawner(LocalProcessSpawner):
         return env
 
     async def start(self):
+        # Homes are where Unix permissions keep the class apart (notebooks, an instructor's solutions and gradebook).
+        home = pwd.getpwnam(self.user.name).pw_dir
+        if os.stat(home).st_mode & 0o077:
+            raise RuntimeError(f"{home} is readable by other accounts: chmod 700 {home} (deploy/jupyterhub/README.md)")
         if self.instructor:
             self.notebook_dir = self.course_dir()
         return await super().start()

@@ -244,6 +244,24 @@ def test_the_sandbox_shows_the_environment_read_only_and_nothing_of_the_course()
     assert str(ROOT / "src" / "diffusion_internals") in read_only  # the package (editable install), alone
 
 
+def test_the_sandbox_keeps_the_graders_pythonpath_read_only(monkeypatch, tmp_path):
+    # The GPU check installs its wheelhouse into a folder on PYTHONPATH: the student's process must import from it.
+    import sys
+
+    from diffusion_internals.course.grading import sandbox
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    monkeypatch.setattr(sys, "path", [*sys.path, str(site)])
+    cmd = sandbox.command(Limits(), ["python"])
+    settings = {cmd[i + 1]: cmd[i + 2] for i, arg in enumerate(cmd) if arg == "--setenv"}
+    assert settings["PYTHONPATH"] == str(site)
+    assert str(site) in {cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--ro-bind"}
+    monkeypatch.delenv("PYTHONPATH")
+    assert "PYTHONPATH" not in sandbox.command(Limits(), ["python"])
+
+
 def test_every_name_a_test_cell_reads_is_the_set_ups_or_a_graded_answer():
     """The trusted process has only the set-up cell's names and the learner's answers (harness rules)."""
     import ast

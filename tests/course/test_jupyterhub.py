@@ -13,7 +13,6 @@ the formgrader, the instructor's server).
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import os
 import pwd
@@ -40,7 +39,8 @@ ASSIGNMENT = "01_forward_process"
 NOTEBOOK = "forward_process.ipynb"
 INSTRUCTOR = "dih-teacher"
 CORRECT, WRONG, LATE = "dih-ada", "dih-bo", "dih-cy"
-STUDENTS = (CORRECT, WRONG, LATE)
+STUDENTS = (CORRECT, WRONG, LATE)  # each logs in, fetches, edits and submits from their own server
+BACKDATED = "dih-dee"  # on the roster too: only files a submission by hand, claiming a time before the due date
 PASSWORD = "course-test-password"
 
 
@@ -191,16 +191,19 @@ def hub(tmp_path_factory):
     base.chmod(0o755)
     state, exchange = base / "state", base / "exchange"
     exchange.mkdir()
-    exchange.chmod(0o777)  # nbgrader's exchange: everyone may create the course's folder (nbgrader docs)
+    # As deploy/jupyterhub/README.md: everyone writes (nbgrader), nobody moves another's folder (the sticky bit),
+    # and the course's folder is the instructor's before anyone else can make it.
+    exchange.chmod(0o1777)
     roster = base / "roster.csv"
     roster.write_text(
-        "id,first_name,last_name,email\n" + "".join(f"{s},{s[4:]},Student,{s}@example.org\n" for s in STUDENTS)
+        "id,first_name,last_name,email\n"
+        + "".join(f"{s},{s[4:]},Student,{s}@example.org\n" for s in (*STUDENTS, BACKDATED))
     )
     changed: list[tuple[Path, int]] = []
     users_made: list[str] = []
     process = None
     try:
-        for user in (INSTRUCTOR, *STUDENTS):
+        for user in (INSTRUCTOR, *STUDENTS, BACKDATED):
             if subprocess.run(["id", user], capture_output=True).returncode != 0:
                 subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", user], check=True)
                 users_made.append(user)
@@ -208,6 +211,13 @@ def hub(tmp_path_factory):
         # The course's environment and its Python (here perhaps under /root) must be reachable by every account.
         for path in (Path(sys.prefix), Path(os.path.realpath(sys.executable)), ROOT, proxy_path(), base):
             open_path_to(path, changed)
+        # ... but not its hidden tests: the shared checkout's solutions/ and history are closed (README, set-up).
+        for private in (ROOT / "solutions", ROOT / ".git"):
+            if private.exists():
+                changed.append((private, private.stat().st_mode & 0o7777))
+                private.chmod(0o700)
+        (exchange / COURSE_ID).mkdir()
+        shutil.chown(exchange / COURSE_ID, INSTRUCTOR, INSTRUCTOR)
         course = instructor_course(INSTRUCTOR)
         port, api_port = free_port(), free_port(pair=True)
         env = dict(os.environ)
@@ -244,7 +254,7 @@ def hub(tmp_path_factory):
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, 9)
-        for user in (INSTRUCTOR, *STUDENTS):
+        for user in (INSTRUCTOR, *STUDENTS, BACKDATED):
             subprocess.run(["pkill", "-9", "-u", user], capture_output=True)
         time.sleep(0.5)
         remove_delegated_cgroups()
@@ -271,7 +281,7 @@ def wait_for_health(hub: Hub, process: subprocess.Popen, timeout: float = 120) -
 
 
 def remove_delegated_cgroups() -> None:
-    for folder in Path("/sys/fs/cgroup").rglob(f"diffusion-internals-user-{INSTRUCTOR}"):
+    for folder in Path("/sys/fs/cgroup").rglob(f"*user-{INSTRUCTOR}"):  # v1 and v2 names (delegate_cgroup)
         for child in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
             if child.is_dir():
                 child.rmdir()
@@ -279,7 +289,9 @@ def remove_delegated_cgroups() -> None:
 
 
 def instructor_course(user: str) -> Path:
-    """The instructor's course directory: the course's tracked files, one assignment (this loop's), theirs alone."""
+    """The instructor's course directory: the course's tracked files, one assignment (this loop's), theirs alone.
+
+    Copied with fresh times, as a clone has them: newer than the environment, which make must not reinstall."""
     home = Path(pwd.getpwnam(user).pw_dir)
     course = home / "diffusion-internals"
     keep = ("Makefile", "nbgrader_config.py", "pyproject.toml", "requirements/", "scripts/", "solutions/" + ASSIGNMENT)
@@ -287,7 +299,7 @@ def instructor_course(user: str) -> Path:
         if name.startswith(keep) and (ROOT / name).is_file():
             target = course / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, target)
+            shutil.copy(ROOT / name, target)
     subprocess.run(["chown", "-R", f"{user}:{user}", str(course)], check=True)
     return course
 
@@ -303,6 +315,52 @@ def edit(hub: Hub, user: str, answers: dict[str, str]) -> None:
             cell.source = answers[grade_id]
     response = hub.request(user, "PUT", path, json={"type": "notebook", "format": "json", "content": nb})
     assert response.status_code == 200, f"{user} saving the notebook: {response.status_code} {response.text}"
+
+
+def attack(hub: Hub, course: Path) -> None:
+    """What a student might try on the exchange: each must fail, or be caught at collection."""
+    exchange = hub.exchange
+    moved = as_user(WRONG, "mv", str(exchange / COURSE_ID), str(exchange / "mine"))
+    assert moved.returncode != 0 and (exchange / COURSE_ID).is_dir(), moved.stderr  # the sticky bit
+    # A submission under another student's name, made with nbgrader itself (its --student option).
+    victim = CORRECT
+    env = [
+        f"JUPYTER_CONFIG_PATH={HUB_DIR / 'jupyter' / 'students'}:{HUB_DIR / 'jupyter' / 'everyone'}",
+        f"DIFFUSION_INTERNALS_EXCHANGE={exchange}",
+        f"PATH={BIN}:/usr/bin:/bin",
+    ]
+    forged = subprocess.run(
+        [
+            "runuser",
+            "-u",
+            WRONG,
+            "--",
+            "env",
+            *env,
+            "bash",
+            "-c",
+            f"cd && nbgrader submit {ASSIGNMENT} --student={victim}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert forged.returncode == 0, forged.stderr[-2000:]  # nbgrader lets it through: collection must not
+    # A submission made by hand after the due date, claiming a time long before it.
+    release = exchange / COURSE_ID / "outbound" / ASSIGNMENT / NOTEBOOK
+    folder = exchange / COURSE_ID / "inbound" / f"{BACKDATED}+{ASSIGNMENT}+2020-01-01 00:00:00.000000 UTC+handmade"
+    stamp = "2020-01-01 00:00:00.000000 UTC"
+    script = f"mkdir '{folder}' && cp '{release}' '{folder}/' && printf '{stamp}' > '{folder}/timestamp.txt'"
+    script += f" && head -c 16 /dev/urandom | base64 > '{folder}/submission_secret.txt'"  # as nbgrader submit
+    handmade = as_user(BACKDATED, "bash", "-c", script)
+    assert handmade.returncode == 0, handmade.stderr
+    nb = nbformat.read(folder / NOTEBOOK, as_version=4)
+    answers = solution_code(course / "solutions" / ASSIGNMENT / NOTEBOOK)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.source = answers.get(cell.metadata["nbgrader"]["grade_id"], cell.source)
+    nbformat.write(nb, folder / NOTEBOOK)  # as root, into the student's own file: the answers are not the point
+    os.chown(folder / NOTEBOOK, pwd.getpwnam(BACKDATED).pw_uid, pwd.getpwnam(BACKDATED).pw_gid)
 
 
 def test_the_class_loop_on_a_real_jupyterhub(hub):
@@ -331,12 +389,10 @@ def test_the_class_loop_on_a_real_jupyterhub(hub):
     formgrader = hub.request(INSTRUCTOR, "GET", f"/user/{INSTRUCTOR}/formgrader/api/assignments")
     assert formgrader.status_code == 200, formgrader.text
     assert hub.request(CORRECT, "GET", f"/user/{CORRECT}/formgrader/api/assignments").status_code == 404
-    assert hub.request(CORRECT, "GET", f"/user/{INSTRUCTOR}/api/contents").status_code in (302, 403, 404)
+    assert hub.request(CORRECT, "GET", f"/user/{INSTRUCTOR}/api/contents").status_code == 403
 
     # Release: generate the student version (make release) and put it in the exchange.
-    hub.terminal(
-        INSTRUCTOR, f"cd {course} && make release VENV={BIN.parent} && nbgrader release_assignment {ASSIGNMENT}"
-    )
+    hub.terminal(INSTRUCTOR, f"cd {course} && make release && nbgrader release_assignment {ASSIGNMENT}")
     # The formgrader works on the instructor's course directory (their server's root): it lists the release.
     released = hub.request(INSTRUCTOR, "GET", f"/user/{INSTRUCTOR}/formgrader/api/assignments").json()
     assert [(a["name"], a["status"]) for a in released] == [(ASSIGNMENT, "released")], released
@@ -360,30 +416,33 @@ def test_the_class_loop_on_a_real_jupyterhub(hub):
     edit(hub, LATE, answers)
     listed = hub.assignments(LATE, "submit")
     assert [a["student_id"] for a in listed if a["status"] == "submitted"] == [LATE], listed
+    attack(hub, course)
 
     # What a student cannot read.
     inbound = hub.exchange / COURSE_ID / "inbound"
     submissions = sorted(p.name for p in inbound.iterdir())
-    assert len(submissions) == 3 and all(len(name.split("+")) == 4 for name in submissions), submissions
+    assert len(submissions) == 5 and all(len(name.split("+")) == 4 for name in submissions), submissions
     for target in (
         inbound,  # 733: no listing, so another's submission (its folder name ends in a random string) is not found
         Path(pwd.getpwnam(CORRECT).pw_dir) / ASSIGNMENT / NOTEBOOK,  # another student's home
         course / "solutions" / ASSIGNMENT / NOTEBOOK,  # the instructor's source: solutions and hidden tests
         course / "gradebook.db",
+        ROOT / "solutions",  # the shared checkout's
     ):
         denied = as_user(WRONG, "cat" if target.suffix else "ls", str(target))
         assert denied.returncode != 0 and "Permission denied" in denied.stderr, (target, denied.stdout[:300])
 
     # Collect, set the due date, grade in the sandbox, feedback.
-    hub.terminal(
+    collected = hub.terminal(
         INSTRUCTOR,
         f'cd {course} && nbgrader db assignment add {ASSIGNMENT} --duedate="{due}" && nbgrader collect {ASSIGNMENT}',
     )
-    graded = hub.terminal(INSTRUCTOR, f"cd {course} && make autograde VENV={BIN.parent} JOBS=2 ASSIGNMENT={ASSIGNMENT}")
+    # The submission filed under another's name is not collected; the backdated one is, at its real time.
+    assert f"claims to be {CORRECT}'s submission but {WRONG} made it" in collected, collected[-3000:]
+    assert f"{BACKDATED}+{ASSIGNMENT}+2020-" in collected and "using the latter" in collected, collected[-3000:]
+    graded = hub.terminal(INSTRUCTOR, f"cd {course} && make autograde JOBS=2 ASSIGNMENT={ASSIGNMENT}")
     assert "UNSAFE" not in graded and "Nothing needs your attention" in graded, graded[-4000:]
-    hub.terminal(
-        INSTRUCTOR, f"cd {course} && make feedback VENV={BIN.parent} && nbgrader release_feedback {ASSIGNMENT}"
-    )
+    hub.terminal(INSTRUCTOR, f"cd {course} && make feedback && nbgrader release_feedback {ASSIGNMENT}")
     for user in STUDENTS:
         hub.assignments(user, "fetch_feedback")
         html = list((Path(pwd.getpwnam(user).pw_dir) / ASSIGNMENT / "feedback").glob(f"*/{NOTEBOOK[:-6]}.html"))
@@ -394,12 +453,11 @@ def test_the_class_loop_on_a_real_jupyterhub(hub):
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         results = {}
-        for user in STUDENTS:
+        for user in (*STUDENTS, BACKDATED):
             submission = gradebook.find_submission(ASSIGNMENT, user)
             automatic = sum(g.max_score for n in submission.notebooks for g in n.grades if g.auto_score is not None)
             results[user] = (submission.score, automatic, submission.total_seconds_late)
     assert results[CORRECT][0] == results[CORRECT][1] > 0 and results[CORRECT][2] == 0, results
     assert 0 < results[WRONG][0] < results[WRONG][1] and results[WRONG][2] == 0, results
     assert results[LATE][0] == results[LATE][1] and results[LATE][2] > 0, results
-    with hub.roster.open() as f:
-        assert sorted(row["id"] for row in csv.DictReader(f)) == sorted(STUDENTS)
+    assert results[BACKDATED][0] == results[BACKDATED][1] and results[BACKDATED][2] > 0, results

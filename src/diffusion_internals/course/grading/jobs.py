@@ -71,8 +71,11 @@ def run_jobs(
             n_workers=jobs,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=":0",
+            dashboard_address=None,
             memory_limit=0,  # each submission's memory is limited by its sandbox's cgroup, not by Dask
+            # Mutual TLS with throw-away certificates: on a shared server (a JupyterHub) another account must not
+            # reach the scheduler on 127.0.0.1 and run code as the grader (Client.run), outside any sandbox.
+            security=True,
         )
     client = Client(cluster or scheduler)
     try:

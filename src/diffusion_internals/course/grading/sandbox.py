@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# What a delegated cgroup's user owns (the kernel's cgroup-v2 delegation model; v1 reads cgroup.procs and tasks).
+DELEGATED_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "tasks")
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: sudo apt-get install -y bubblewrap)"
 
 
@@ -183,9 +185,12 @@ def delegate_cgroup(user: str) -> list[Path]:
 
     Returns the folders a process joins (`join_cgroup`) so that the grader it starts runs sandboxed without root:
     the course's JupyterHub starts each instructor's server in them (deploy/jupyterhub/jupyterhub_config.py).
-    v1: the memory and pids hierarchies, each a folder owned by the user. v2: a folder with both controllers
-    enabled for its children, owned by the user, and a leaf in it for the processes (v2 lets only a cgroup
-    without processes hand controllers on).
+    v1: a folder in the memory and in the pids hierarchy (under this process's own cgroup, whose limits still
+    apply). v2: /sys/fs/cgroup/diffusion-internals/user-<user> with both controllers handed to its children, and
+    a leaf `server` in it for the processes: v2 lets only a cgroup without processes hand controllers on, and the
+    root cgroup is the one place exempt from that whatever else the service that runs this (a systemd unit holding
+    the hub and its proxy) keeps in its own. As the kernel's delegation model says, the user owns the folders and
+    their cgroup.procs, cgroup.threads and cgroup.subtree_control, never the limits set on them.
     """
     import pwd
 
@@ -193,22 +198,26 @@ def delegate_cgroup(user: str) -> list[Path]:
         account = pwd.getpwnam(user)
     except KeyError:
         raise ValueError(f"user must be an existing account, got {user!r}") from None
-    name = f"diffusion-internals-user-{user}"
     if (CGROUP_ROOT / "cgroup.controllers").exists():
-        folder = _v2_parent() / name
+        base = CGROUP_ROOT / "diffusion-internals"
+        base.mkdir(exist_ok=True)
+        (CGROUP_ROOT / "cgroup.subtree_control").write_text("+memory +pids")
+        (base / "cgroup.subtree_control").write_text("+memory +pids")
+        folder = base / f"user-{user}"
         folder.mkdir(exist_ok=True)
         (folder / "cgroup.subtree_control").write_text("+memory +pids")
         leaf = folder / "server"
         leaf.mkdir(exist_ok=True)
         owned, joined = [folder, leaf], [leaf]
     else:
-        joined = [_v1_parent(controller) / name for controller in ("memory", "pids")]
+        joined = [_v1_parent(controller) / f"diffusion-internals-user-{user}" for controller in ("memory", "pids")]
         for folder in joined:
             folder.mkdir(exist_ok=True)
         owned = joined
     for folder in owned:
-        for path in (folder, *folder.iterdir()):
-            os.chown(path, account.pw_uid, account.pw_gid)
+        for path in (folder, *(folder / name for name in DELEGATED_FILES)):
+            if path.exists():
+                os.chown(path, account.pw_uid, account.pw_gid)
     return joined
 
 
@@ -313,6 +322,8 @@ def command(limits: Limits, argv: list[str]) -> list[str]:
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONNOUSERSITE": "1",
     }
+    if os.environ.get("PYTHONPATH"):  # packages installed beside the environment (the GPU check's wheelhouse)
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]  # its folders are on sys.path, so bound read-only above
     if limits.gpu and "CUDA_VISIBLE_DEVICES" in os.environ:
         env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
     for key, value in env.items():
