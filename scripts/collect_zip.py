@@ -4,12 +4,14 @@
 
 1. The roster (``id,first_name,last_name,email,lms_user_id``, nbgrader's student-import columns) goes into the
    gradebook (``nbgrader db student import``), so names and emails are known to exports and feedback.
-2. The zip is copied into ``downloaded/<assignment>/archive/`` (replacing an earlier download there) and
+2. The zip is copied into ``downloaded/<assignment>/archive/`` as ``<stem>.zip`` (a ``.ZIP`` renamed: nbgrader
+   extracts only names ending in its ``zip_ext``, case-sensitive), replacing an earlier download there, and
    ``nbgrader zip_collect <assignment> --force`` runs with the course's collector
    (``diffusion_internals.course.grading.lms.LmsCollector``), which reads both LMSs' names, maps them to
    student ids through the roster and keeps each student's newest resubmission.
-3. The report: what was imported where, older resubmissions, and every file NOT imported with its reason (no
-   roster match, ambiguous name, not a notebook, unrecognised name). It is also in
+3. The report: what was imported where, notebooks not under a released name (and the name autograde grades
+   them under, if any), older resubmissions, and every file NOT imported with its reason (no roster match,
+   ambiguous name, not a notebook, unrecognised name). It is also in
    ``downloaded/<assignment>/lms_report.txt``; ``lms_manifest.csv`` beside it records where each notebook came
    from, for ``make lms-grades``.
 
@@ -67,12 +69,12 @@ def import_roster(course: Path, students: list) -> subprocess.CompletedProcess[s
 
 
 def stage_zip(course: Path, assignment: str, zip_path: Path) -> Path:
-    """Copy the download into archive/ alone, and clear the last run's report; returns the download's folder."""
+    """Copy the download into archive/ alone as <stem>.zip, and clear the last run's report; returns its folder."""
     downloaded = course / "downloaded" / assignment
     archive = downloaded / "archive"
     shutil.rmtree(archive, ignore_errors=True)
     archive.mkdir(parents=True)
-    shutil.copy2(zip_path, archive / zip_path.name)
+    shutil.copy2(zip_path, archive / f"{zip_path.stem}.zip")  # nbgrader's zip_ext is case-sensitive: .ZIP not opened
     for name in ("lms_report.txt", "lms_unmatched.csv"):
         (downloaded / name).unlink(missing_ok=True)
     return downloaded

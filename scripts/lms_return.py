@@ -9,11 +9,14 @@ Run after `make autograde` and `make feedback`. Writes into ``downloaded/<assign
   and a ``Points Possible`` row, matched by Canvas user id (the roster's lms_user_id) or else by "Last, First".
   Moodle (Grades > Import > CSV file): ``First name,Last name,Email address,<column>``; map Email address to
   "Email address" and the column to the assignment's grade item. A student with no graded submission gets an
-  empty cell (no grade, not 0). ``--column`` (make COLUMN=...) names the assignment as the LMS does: Canvas
-  matches ``Title (id)`` or the title; the default is the nbgrader assignment id.
+  empty cell (no grade, not 0). ``--column`` (make COLUMN=...) is the grade column's header. Canvas: required,
+  the assignment's header exactly as Canvas's gradebook export writes it, ``Title (id)`` (Grades > Export >
+  Export Entire Gradebook, first row): Canvas's import turns a column it does not know into a NEW assignment.
+  Moodle: optional (default: the nbgrader assignment id); its import asks which grade item the column fills.
 * ``<lms>_feedback.zip``: each student's feedback page under the name of the entry their notebook came from
   (``lms_manifest.csv``, written by `make collect-zip`), with .html for .ipynb: Canvas "Re-upload submissions"
-  or Moodle "Upload multiple feedback files in a zip" attaches each page to its student.
+  or Moodle "Upload multiple feedback files in a zip" attaches each page to its student. A notebook submitted
+  under another name has its page under the released name autograde graded it as (``graded_names``).
 
 It prints who is not in the CSV or the zip and why, and which submissions Canvas marked LATE (nbgrader had no
 submission time to penalise; a Late column would become a new assignment in Canvas's import). Exit status 1
@@ -24,11 +27,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 import zipfile
 from pathlib import Path
 
 from traitlets.config.loader import PyFileConfigLoader
+
+CANVAS_COLUMN = re.compile(r".+ \(\d+\)")  # GradebookImporter: "Title (id)", the id in parentheses at the end
 
 
 def scores(course: Path, assignment: str) -> tuple[dict, float]:
@@ -57,13 +63,22 @@ def write_grades(path: Path, rows: list[list[str]]) -> None:
 
 def write_feedback(course: Path, assignment: str, lms: str, path: Path) -> tuple[list[str], list[str]]:
     """The feedback zip from the manifest's rows for this LMS; returns (entries written, entries with no page)."""
-    from diffusion_internals.course.grading.lms import feedback_entry, read_manifest
+    from diffusion_internals.course.grading.lms import feedback_entry, graded_names, read_manifest
 
     rows = [r for r in read_manifest(course / "downloaded" / assignment / "lms_manifest.csv") if r["lms"] == lms]
+    released = sorted(p.name for p in (course / "exercises" / assignment).glob("*.ipynb"))  # as autograde reads it
+    submitted: dict[str, list[str]] = {}
+    for row in rows:
+        submitted.setdefault(row["student_id"], []).append(row["notebook"])
+    graded = {student: graded_names(notebooks, released) for student, notebooks in submitted.items()}
     written, missing = [], []
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         for row in rows:
-            page = course / "feedback" / row["student_id"] / assignment / Path(row["notebook"]).with_suffix(".html")
+            name = graded[row["student_id"]][row["notebook"]]
+            if name is None:
+                missing.append(f"{row['student_id']}: {row['notebook']} is no released notebook, so it was not graded")
+                continue
+            page = course / "feedback" / row["student_id"] / assignment / Path(name).with_suffix(".html")
             if page.is_file():
                 archive.write(page, feedback_entry(row["entry"]))
                 written.append(feedback_entry(row["entry"]))
@@ -100,7 +115,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("assignment", nargs="?", default="", help="the assignment, e.g. 01_forward_process")
     parser.add_argument("--lms", default="", help=f"the LMS to write for, one of {list(LMS_NAMES)}")
-    parser.add_argument("--column", default="", help="the assignment's column name in the LMS (default: its id)")
+    parser.add_argument("--column", default="", help="the grade column's header (Canvas: required, 'Title (id)')")
     parser.add_argument("--course", type=Path, default=Path(__file__).resolve().parents[1])
     args = parser.parse_args(argv)
     args.course = args.course.resolve()
@@ -110,6 +125,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     released = sorted(p.name for p in (args.course / "exercises").iterdir() if p.is_dir())
     if args.assignment not in released:
         parser.error(f"ASSIGNMENT must be a released assignment, one of {released}; got {args.assignment!r}: {usage}")
+    if args.lms == "canvas" and not CANVAS_COLUMN.fullmatch(args.column):
+        parser.error(
+            f"COLUMN must be the assignment's column header exactly as Canvas's gradebook export writes it, "
+            f"'Title (id)' (Grades > Export > Export Entire Gradebook, first row), got {args.column!r}: Canvas's "
+            f"import turns a column it does not know into a new assignment. {usage} COLUMN='Forward process (4242)'"
+        )
+    args.column = args.column or args.assignment  # Moodle: its import maps the column to a grade item by hand
     return args
 
 
@@ -122,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     found, maximum = scores(course, assignment)
     grades = out / f"{lms}_grades.csv"
-    write_grades(grades, grade_rows(lms, found, column=args.column or assignment, max_score=maximum))
+    write_grades(grades, grade_rows(lms, found, column=args.column, max_score=maximum))
     feedback = out / f"{lms}_feedback.zip"
     written, missing = write_feedback(course, assignment, lms, feedback)
     print(f"Wrote {grades.relative_to(course)}: {sum(v is not None for v in found.values())} of {len(found)} graded")

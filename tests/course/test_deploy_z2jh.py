@@ -2,8 +2,10 @@
 
 No cluster and no Helm chart can be reached here. What always runs: values.yaml loads; every key path in it is one of
 the chart's (chart-keys.yaml, taken from the chart's values schema: a typo such as `singleuser.profilelist` fails);
-the Python it embeds compiles and, run against stand-ins, points nbgrader at the course's exchange, gives only
-instructors the formgrader and each user a uid of their own; the exchange is mounted where nbgrader looks in every
+every class and trait that hub.config and hub.extraConfig set is one JupyterHub, ltiauthenticator or KubeSpawner
+defines (the chart passes hub.config on unchecked); the Python it embeds compiles and, run against stand-ins,
+points nbgrader at the course's exchange, gives only instructors the formgrader and each user a uid of their own,
+and admits only LTI launches from the course's context; the exchange is mounted where nbgrader looks in every
 profile; the GPU profile asks for a GPU. With a chart (Z2JH_CHART=folder or .tgz) the values are also validated
 against its values.schema.json, and with `helm` on PATH rendered by `helm template`.
 """
@@ -11,12 +13,15 @@ against its values.schema.json, and with `helm` on PATH rendered by `helm templa
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -48,6 +53,36 @@ OVERRIDE_KEYS = {
     "volume_mounts",
     "environment",
 }
+# Configurable traits of the classes hub.config and hub.extraConfig set that are not installed here (JupyterHub's own
+# come from the installed jupyterhub, 6.x; the chart's hub runs 5.x). LTI13Authenticator: jupyterhub/ltiauthenticator,
+# ltiauthenticator/lti13/auth.py, its own traits and OAuthenticator's authorize_url (oauthenticator/oauth2.py) that it
+# reads; the rest of its traits are Authenticator's. KubeSpawner: jupyterhub/kubespawner, kubespawner/spawner.py,
+# the traits this file and its profiles set beyond Spawner's.
+LTI13_TRAITS = {
+    "authorize_url",
+    "client_id",
+    "issuer",
+    "jwks_algorithms",
+    "jwks_endpoint",
+    "tool_description",
+    "tool_name",
+    "username_key",
+}
+KUBESPAWNER_TRAITS = {
+    "extra_resource_guarantees",
+    "extra_resource_limits",
+    "fs_gid",
+    "gid",
+    "image",
+    "node_selector",
+    "profile_list",
+    "storage_capacity",
+    "tolerations",
+    "uid",
+    "volume_mounts",
+    "volumes",
+}
+LTI_CONTEXT_CLAIM = "https://purl.imsglobal.org/spec/lti/claim/context"
 
 
 chart_keys = load_file(DEPLOY / "chart_keys.py")
@@ -92,6 +127,32 @@ def hub_config() -> Config:
     return c
 
 
+def configurable_traits() -> dict[str, set[str]]:
+    """Each class this file configures and its configurable traits: the installed JupyterHub's, the lists above."""
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.auth import Authenticator
+    from jupyterhub.spawner import Spawner
+
+    authenticator = set(Authenticator.class_trait_names(config=True))
+    return {
+        "JupyterHub": set(JupyterHub.class_trait_names(config=True)),
+        "Authenticator": authenticator,
+        "LTI13Authenticator": authenticator | LTI13_TRAITS,
+        "KubeSpawner": set(Spawner.class_trait_names(config=True)) | KUBESPAWNER_TRAITS,
+    }
+
+
+def unknown_traits(config: Mapping) -> list[str]:
+    """The Class.trait names a hub config sets that no class above has: a misspelled class or trait."""
+    known, unknown = configurable_traits(), []
+    for name, traits in config.items():
+        if name not in known:
+            unknown.append(f"{name} (not a class this file configures)")
+            continue
+        unknown += [f"{name}.{trait}" for trait in traits if trait not in known[name]]
+    return unknown
+
+
 def spawner(user_id: int, *groups: str) -> SimpleNamespace:
     """A stand-in for a KubeSpawner: a user with an id and groups, and the environment the chart configures."""
     user = SimpleNamespace(id=user_id, name=f"user{user_id}", groups=[SimpleNamespace(name=g) for g in groups])
@@ -113,13 +174,35 @@ def test_every_key_is_a_chart_key():
         ("singleuser.profilelist", False),  # the typo this check exists for
         ("singleuser.extraFiles.any-name.mountPath", True),
         ("singleuser.extraFiles.any-name.mountpath", False),
-        ("hub.config.LTI13Authenticator.issuer", True),  # hub.config.** : the chart passes it to JupyterHub
+        ("hub.config.LTI13Authenticator.issuer", True),  # hub.config.**: passed on; the trait check below checks it
         ("hub.extraConfigs", False),
         ("singleuser.storage.extraVolumes", True),
     ],
 )
 def test_the_key_check_rejects_unknown_keys(path, known):
     assert chart_keys.allowed(tuple(path.split(".")), CHART_KEYS) is known
+
+
+def test_hub_config_sets_only_traits_its_classes_have():
+    assert not unknown_traits(VALUES["hub"]["config"]), "hub.config"
+    assert not unknown_traits(hub_config()), "hub.extraConfig"
+    assert OVERRIDE_KEYS <= configurable_traits()["KubeSpawner"], "kubespawner_override keys are KubeSpawner traits"
+
+
+@pytest.mark.parametrize(
+    ("config", "unknown"),
+    [
+        ({"LTI13Authenticator": {"username_key": "sub", "issuer": "x"}}, []),
+        ({"LTI13Authenticator": {"usernme_key": "sub"}}, ["LTI13Authenticator.usernme_key"]),
+        ({"Authenticator": {"allow_al": True}}, ["Authenticator.allow_al"]),
+        ({"JupyterHub": {"load_group": {}}}, ["JupyterHub.load_group"]),
+        ({"LTI13Authenticater": {"issuer": "x"}}, ["LTI13Authenticater (not a class this file configures)"]),
+    ],
+)
+def test_the_trait_check_rejects_misspelled_hub_config(config, unknown):
+    ((name, traits),) = config.items()
+    assert all(chart_keys.allowed(("hub", "config", name, trait), CHART_KEYS) for trait in traits), "the chart's check"
+    assert unknown_traits(config) == unknown
 
 
 def test_key_paths_are_derived_from_a_schema_as_documented():
@@ -236,6 +319,30 @@ def test_each_user_runs_under_a_uid_of_their_own():
     assert len(set(uids)) == len(uids)
     assert min(uids) > 65535 and c.KubeSpawner.gid == 100  # clear of system and image uids; group `users`
     assert VALUES["singleuser"]["allowPrivilegeEscalation"] is False  # start.sh's passwd entry grants nothing
+
+
+def test_only_launches_from_the_course_context_log_in():
+    """JupyterHub's own login path (Authenticator.get_authenticated_user) with extraConfig's post_auth_hook."""
+    from jupyterhub.auth import Authenticator
+    from tornado.web import HTTPError
+
+    hook = hub_config().Authenticator.post_auth_hook
+    course = hook.__globals__["COURSE_CONTEXT_ID"]
+    assert VALUES["hub"]["config"]["LTI13Authenticator"]["username_key"] == "sub"
+
+    class Launch(Authenticator):
+        """LTI13Authenticator.authenticate's return: the username and the launch's id_token as auth_state."""
+
+        async def authenticate(self, handler, data):
+            return {"name": data["sub"], "auth_state": data}
+
+    login = Launch(allow_all=True, post_auth_hook=hook, log=logging.getLogger("z2jh-test"))
+    admitted = asyncio.run(login.get_authenticated_user(None, {"sub": "u1", LTI_CONTEXT_CLAIM: {"id": course}}))
+    assert admitted["name"] == "u1"
+    for claims in ({"sub": "u2", LTI_CONTEXT_CLAIM: {"id": "another-course"}}, {"sub": "u3"}):
+        with pytest.raises(HTTPError) as refused:
+            asyncio.run(login.get_authenticated_user(None, claims))
+        assert refused.value.status_code == 403
 
 
 def test_the_authenticator_is_a_choice_not_the_dummy():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import re
 import shutil
+import sys
 import unicodedata
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -34,6 +35,9 @@ ROSTER = [
 
 
 make_zips = load_file(DATA / "make_zips.py")
+collect_zip = load_file(ROOT / "scripts" / "collect_zip.py")
+lms_return = load_file(ROOT / "scripts" / "lms_return.py")
+CANVAS_COLUMN = "Forward process (4242)"  # the header Canvas's gradebook export writes: "Title (id)"
 
 
 # ----------------------------------------------------------------------------- names in
@@ -143,17 +147,69 @@ def test_two_files_with_nothing_to_tell_which_is_newer_are_both_reported():
 
 
 def test_non_notebooks_and_anonymous_downloads_are_reported():
+    anonymous = [
+        "anon_12345_11_forward_process.ipynb",  # Canvas anonymous grading: 12345 is not a user id
+        "LATE_anon_12345_11_forward_process.ipynb",  # ... late: get_filename puts LATE first ("LATE_anon_<id>")
+        "LATE_anon_f8Aq3_12_forward_process.ipynb",
+        "LATE_anon_f8Aq3_text.html",
+        "Participant_1234567_assignsubmission_file/forward_process.ipynb",  # Moodle blind marking
+    ]
     paths = [
         "doejane_12345_11_notes.txt",
         "doejane_12345_text.html",
         "Jane Doe_501_assignsubmission_onlinetext/onlinetext.html",
-        "anon_12345_11_forward_process.ipynb",  # Canvas anonymous grading: 12345 is not a user id
-        "Participant_1234567_assignsubmission_file/forward_process.ipynb",  # Moodle blind marking
+        *anonymous,
     ]
     plan = lms.plan_collection(paths, ROSTER, RELEASED)
     reasons = {p.path: p.reason for p in plan.unmatched}
-    assert not plan.collected
-    assert reasons == dict(zip(paths, [lms.NOT_NOTEBOOK] * 3 + [lms.UNRECOGNISED] * 2))
+    assert not plan.collected, "an anonymous id is never read as a Canvas user id (12345 is jdoe's)"
+    assert reasons == dict(zip(paths, [lms.NOT_NOTEBOOK] * 3 + [lms.UNRECOGNISED] * len(anonymous)))
+    advice = {p.path: p.detail for p in plan.unmatched if p.path in anonymous}
+    assert all("anonymous grading" in detail and "names shown" in detail for detail in advice.values()), advice
+
+
+# Which notebook autograde grades, as scripts/autograde.py's preflight decides: (student's names, released names).
+RENAME_CASES = [
+    (["forward_process (1).ipynb"], ["forward_process.ipynb"]),  # a browser's copy of a download
+    (["a.ipynb", "b (1).ipynb"], ["a.ipynb", "b.ipynb"]),
+    (["x.ipynb", "y.ipynb"], ["a.ipynb"]),  # two strangers for one missing name: neither
+    (["x.ipynb"], ["a.ipynb", "b.ipynb"]),  # one stranger, two missing: neither
+    (["a.ipynb", "x.ipynb"], ["a.ipynb"]),  # nothing missing
+]
+
+
+@pytest.fixture
+def autograde(monkeypatch):
+    """scripts/autograde.py as a module (its dataclasses need it in sys.modules while it loads)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("autograde_script", ROOT / "scripts" / "autograde.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "autograde_script", script)
+    spec.loader.exec_module(script)
+    return script
+
+
+@pytest.mark.parametrize(("submitted", "released"), RENAME_CASES)
+def test_graded_names_follow_autogrades_preflight(tmp_path, autograde, submitted, released):
+    """The oracle: autograde's preflight run on a submission folder, each notebook marked with its own name."""
+    import nbformat
+
+    release, folder = tmp_path / "exercises" / "A", tmp_path / "submitted" / "s1" / "A"
+    release.mkdir(parents=True)
+    folder.mkdir(parents=True)
+    for name in released:
+        nbformat.write(nbformat.v4.new_notebook(), release / name)
+    for name in submitted:
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(name)]), folder / name)
+    autograde.preflight(tmp_path, "A", autograde.Report("A"))
+
+    def released_file_holding(name: str) -> str | None:
+        held = [r for r in released if (folder / r).exists() and nbformat.read(folder / r, 4).cells[0].source == name]
+        return held[0] if held else None
+
+    graded_as = {name: released_file_holding(name) for name in submitted}
+    assert lms.graded_names(submitted, released) == graded_as
 
 
 def test_the_roster_is_checked_at_the_door(tmp_path):
@@ -186,6 +242,33 @@ def test_the_manifest_keeps_other_students_and_other_lms_rows(tmp_path):
     }
     lms.write_manifest(manifest, first)
     assert lms.read_manifest(manifest)[0]["late"] == "yes"
+
+
+def test_the_report_says_which_name_a_notebook_is_graded_under():
+    paths = [
+        "doejane_12345_11_forward_process (1).ipynb",  # graded as forward_process.ipynb
+        "müllerzoë_34567_12_a.ipynb",  # two strangers for one released name: neither graded
+        "müllerzoë_34567_13_b.ipynb",
+        "smithjohn_23456_14_forward_process.ipynb",
+    ]
+    report = "\n".join(lms.report_lines(lms.plan_collection(paths, ROSTER, RELEASED), manifest="m", released=RELEASED))
+    assert "jdoe/forward_process (1).ipynb: will be graded as forward_process.ipynb" in report, report
+    assert "zmuller/a.ipynb: not graded" in report and "zmuller/b.ipynb: not graded" in report, report
+    assert "jsmith/forward_process.ipynb:" not in report and "Not a released notebook name" in report
+    clean = lms.plan_collection(paths[-1:], ROSTER, RELEASED)
+    assert "Not a released" not in "\n".join(lms.report_lines(clean, manifest="m", released=RELEASED))
+
+
+def test_an_uppercase_zip_download_is_extracted(tmp_path):
+    from nbgrader.plugins import ExtractorPlugin
+
+    download = tmp_path / "Submissions.ZIP"
+    shutil.copy2(DATA / "canvas_submissions.zip", download)
+    downloaded = collect_zip.stage_zip(tmp_path / "course", ASSIGNMENT, download)
+    archive, extracted = downloaded / "archive", downloaded / "extracted"
+    ExtractorPlugin().extract(str(archive), str(extracted))  # what nbgrader zip_collect does with archive/
+    with zipfile.ZipFile(download) as original:
+        assert sorted(lms.extracted_entries(extracted, archive)) == sorted(original.namelist())
 
 
 # ----------------------------------------------------------------------------- names and grades out
@@ -242,6 +325,36 @@ def test_grades_csv_in_each_lms_shape_with_blank_for_no_submission():
         lms.grade_rows("blackboard", scores, column="x", max_score=1.0)
 
 
+def test_a_renamed_notebooks_feedback_is_the_page_of_the_name_it_was_graded_under(tmp_path):
+    (tmp_path / "exercises" / ASSIGNMENT).mkdir(parents=True)
+    (tmp_path / "exercises" / ASSIGNMENT / RELEASED[0]).write_text("{}")
+    renamed = "doejane_12345_11_forward_process (1).ipynb"
+    (tmp_path / "downloaded" / ASSIGNMENT).mkdir(parents=True)
+    manifest = collected(renamed, "müllerzoë_34567_12_a.ipynb", "müllerzoë_34567_13_b.ipynb")
+    lms.write_manifest(tmp_path / "downloaded" / ASSIGNMENT / "lms_manifest.csv", manifest)
+    page = tmp_path / "feedback" / "jdoe" / ASSIGNMENT / "forward_process.html"  # nbgrader's, from the graded copy
+    page.parent.mkdir(parents=True)
+    page.write_text("<html>jdoe's feedback</html>")
+    written, missing = lms_return.write_feedback(tmp_path, ASSIGNMENT, "canvas", tmp_path / "feedback.zip")
+    assert written == ["doejane_12345_11_forward_process (1).html"]
+    with zipfile.ZipFile(tmp_path / "feedback.zip") as feedback:
+        assert feedback.read(written[0]) == page.read_bytes()
+    assert len(missing) == 2 and all(m.startswith("zmuller: ") and "not graded" in m for m in missing), missing
+
+
+def test_canvas_grades_need_the_column_header_canvas_exports(tmp_path, capsys):
+    (tmp_path / "exercises" / ASSIGNMENT).mkdir(parents=True)
+    common = ["--course", str(tmp_path), ASSIGNMENT]
+    for column in ([], ["--column", ASSIGNMENT], ["--column", "Forward process"]):  # would become new assignments
+        with pytest.raises(SystemExit) as exited:
+            lms_return.arguments(["--lms", "canvas", *column, *common])
+        error = capsys.readouterr().err
+        assert exited.value.code == 2 and "COLUMN must be the assignment's column header" in error, error
+        assert "'Title (id)'" in error and "Export Entire Gradebook" in error and "new assignment" in error
+    assert lms_return.arguments(["--lms", "canvas", "--column", CANVAS_COLUMN, *common]).column == CANVAS_COLUMN
+    assert lms_return.arguments(["--lms", "moodle", *common]).column == ASSIGNMENT  # Moodle maps it on import
+
+
 def test_committed_downloads_are_what_make_zips_builds(tmp_path):
     for path in make_zips.build(tmp_path):
         committed, built = zipfile.ZipFile(DATA / path.name), zipfile.ZipFile(path)
@@ -279,7 +392,7 @@ def check_collect_report(output: str, entries: dict[str, tuple[str, str]]) -> No
     """Each entry of the download is in the report as make_zips says: imported for its student, or with its reason."""
     for path, (_, outcome) in entries.items():
         if outcome in {s.id for s in lms.read_roster(DATA / "roster.csv")}:
-            assert f"{outcome}/forward_process.ipynb <- {path}" in output, output
+            assert re.search(rf"^  {outcome}/.+\.ipynb <- {re.escape(path)}", output, re.M), output
         elif outcome == lms.SUPERSEDED:
             assert f"{path}: superseded by" in output, output
         else:
@@ -309,7 +422,7 @@ def check_returned(course: Path, lms_name: str, entries: dict, scores: dict, max
     roster = lms.read_roster(DATA / "roster.csv")
     if lms_name == "canvas":
         assert rows[:2] == [
-            ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", ASSIGNMENT],
+            ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", CANVAS_COLUMN],
             ["Points Possible", "", "", "", "", f"{maximum:g}"],
         ]
         by_key = {r[1]: r[5] for r in rows[2:]}
@@ -336,6 +449,7 @@ def test_collect_grade_and_return_for_canvas_and_moodle(course):
         )
         assert done.returncode != 0, f"{zip_name}: unmatched files must fail the target:\n{done.stdout}"
         check_collect_report(done.stdout, make_zips.ENTRIES[zip_name])
+    assert "zmuller/forward_process (1).ipynb: will be graded as forward_process.ipynb" in done.stdout  # Moodle's
     assert sorted(p.name for p in (course / "submitted").iterdir()) == ["jdoe", "jsmith", "zmuller"]
     manifest = lms.read_manifest(course / "downloaded" / ASSIGNMENT / "lms_manifest.csv")
     assert {(r["lms"], r["student_id"]) for r in manifest if r["late"]} == {("canvas", "jsmith")}
@@ -348,7 +462,8 @@ def test_collect_grade_and_return_for_canvas_and_moodle(course):
 
     assert make(course, "feedback").returncode == 0
     for lms_name, zip_name in downloads.items():
-        done = make(course, "lms-grades", ASSIGNMENT=ASSIGNMENT, LMS=lms_name)
+        column = {"COLUMN": CANVAS_COLUMN} if lms_name == "canvas" else {}
+        done = make(course, "lms-grades", ASSIGNMENT=ASSIGNMENT, LMS=lms_name, **column)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "No graded submission (empty grade cell): alee1, alee2, nnosub" in done.stdout
         assert ("LATE in Canvas (no penalty applied by nbgrader): jsmith" in done.stdout) == (lms_name == "canvas")

@@ -6,7 +6,8 @@ as each LMS's own source writes and reads them:
 
 * Canvas (``lib/content_zipper.rb``): flat entries ``{name}[_LATE]_{user_id}_{attachment_id}_{file}``, name
   the lower-cased sortable name without punctuation (``doejane``), ``LATE`` when Canvas counted the submission
-  late; ``anon_{id}`` in place of name and user id under anonymous grading; a text entry is
+  late; under anonymous grading ``[LATE_]anon_{anonymous_id}`` in place of name, marker and user id
+  (``get_filename``); a text entry is
   ``{name}_{user_id}_text.html``. A file uploaded under a name already used gets ``-1``, ``-2`` before its
   extension (``Attachment.make_unique_filename``). "Re-upload submissions" reads the first two all-digit
   ``_``-separated fields of each name as user id and attachment id (``infer_comment_context_from_filename``).
@@ -51,6 +52,7 @@ __all__ = [
     "parse_entry",
     "match_student",
     "released_name",
+    "graded_names",
     "plan_collection",
     "report_lines",
     "write_manifest",
@@ -72,6 +74,7 @@ CANVAS_TEXT = re.compile(r"(?P<name>.*?)(?P<late>_LATE)?_(?P<lms_id>\d+)_(?P<kin
 MOODLE_FOLDER = re.compile(r"(?P<name>.+?)_(?P<lms_id>\d+)_assignsubmission_(?P<kind>[a-z0-9]+)_?")
 MOODLE_FLAT = re.compile(r"(?P<name>.+?)_(?P<lms_id>\d+)_assignsubmission_(?P<kind>[a-z0-9]+)_(?P<filename>.+)")
 RESUBMISSION = re.compile(r"(?P<stem>.+)-(?P<n>\d+)")
+CANVAS_ANONYMOUS = re.compile(r"(LATE_)?anon_")  # get_filename: ["LATE", "anon_<id>"] joined by "_"
 
 
 @dataclass(frozen=True)
@@ -191,10 +194,20 @@ def released_name(entry: Entry, released: list[str]) -> tuple[str, int]:
     return match["stem"] + suffix, int(match["n"])
 
 
+def graded_names(submitted: list[str], released: list[str]) -> dict[str, str | None]:
+    """The name autograde grades each notebook under: its own if released, else the one missing released name when
+    exactly one is missing and one other name is there (scripts/autograde.py, ``preflight``), else None."""
+    missing = [n for n in released if n not in submitted]
+    extra = [n for n in submitted if n not in released]
+    renamed = {extra[0]: missing[0]} if len(missing) == 1 and len(extra) == 1 else {}
+    return {n: n if n in released else renamed.get(n) for n in submitted}
+
+
 def unimportable(entry: Entry | None, path: str) -> Problem | None:
     """Why an entry cannot be a submission whoever sent it (no name to read, no notebook), or None."""
-    if path.startswith("anon_") or (entry and (entry.lms, entry.name) == ("moodle", "Participant")):
-        return Problem(path, UNRECOGNISED, "anonymous/blind marking hides the student; download with names shown")
+    if CANVAS_ANONYMOUS.match(path) or (entry and (entry.lms, entry.name) == ("moodle", "Participant")):
+        why = "Canvas anonymous grading (until grades are posted) or Moodle blind marking hides the student"
+        return Problem(path, UNRECOGNISED, f"{why}; download again with names shown, or copy it by hand")
     if entry is None:
         return Problem(path, UNRECOGNISED, "neither a Canvas nor a Moodle submission name; copy it by hand")
     if entry.kind != "file" or not entry.filename.endswith(".ipynb"):
@@ -244,13 +257,28 @@ def plan_collection(paths: list[str], roster: list[Student], released: list[str]
     )
 
 
-def report_lines(plan: Plan, *, manifest: str) -> list[str]:
-    """What collect-zip did, for the instructor: imported, older resubmissions, and every file NOT imported."""
+def renamed_lines(collected: list[Collected], released: list[str]) -> list[str]:
+    """Notebooks imported under a name that is not a released one, and the name autograde grades them under."""
+    out = []
+    for student in sorted({c.student_id for c in collected}):
+        for name, graded in graded_names([c.notebook for c in collected if c.student_id == student], released).items():
+            if graded is None:
+                out.append(f"  {student}/{name}: not graded (released: {', '.join(released)}); rename it in submitted/")
+            elif graded != name:
+                out.append(f"  {student}/{name}: will be graded as {graded} (its feedback page too)")
+    return out
+
+
+def report_lines(plan: Plan, *, manifest: str, released: list[str]) -> list[str]:
+    """What collect-zip did, for the instructor: imported, renamed, older resubmissions, every file NOT imported."""
     students = {c.student_id for c in plan.collected}
     out = [f"Imported {len(plan.collected)} notebook(s) of {len(students)} student(s) into submitted/:"]
     out += [
         f"  {c.student_id}/{c.notebook} <- {c.entry.path}{'  (LATE)' if c.entry.late else ''}" for c in plan.collected
     ]
+    if renamed := renamed_lines(plan.collected, released):
+        out += ["Not a released notebook name (autograde grades one such notebook under the one missing name):"]
+        out += renamed
     if plan.superseded:
         out += ["Older resubmissions, not imported:"]
         out += [f"  {p.path}: {p.detail}" for p in plan.superseded]
@@ -356,7 +384,7 @@ class LmsCollector(FileNameCollectorPlugin):
         plan = plan_collection(list(entries), read_roster(Path(self.roster)), released)
         manifest = extracted.parent / "lms_manifest.csv"
         write_manifest(manifest, plan.collected)
-        report = report_lines(plan, manifest=str(manifest.relative_to(app.coursedir.root)))
+        report = report_lines(plan, manifest=str(manifest.relative_to(app.coursedir.root)), released=released)
         (extracted.parent / "lms_report.txt").write_text("\n".join(report) + "\n", encoding="utf-8")
         write_problems(extracted.parent / "lms_unmatched.csv", plan.unmatched)
         return {

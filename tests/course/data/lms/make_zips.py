@@ -32,11 +32,12 @@ CANVAS = {
     "ghostcasper_99999_1000006_forward_process.ipynb": ("release", "no roster match"),
 }
 # One of each Moodle layout: folders (Moodle >= 4.1), folders with the trailing "_" of earlier versions, flat.
+# Zoë's notebook is a browser's renamed copy: graded, and fed back, under the released name.
 MOODLE = {
     "Jane Doe_501_assignsubmission_file/forward_process.ipynb": ("correct", "jdoe"),
     "John Smith_502_assignsubmission_file_/forward_process.ipynb": ("wrong", "jsmith"),
     "John Smith_502_assignsubmission_onlinetext_/onlinetext.html": ("text", "not a notebook"),
-    "Zoë Müller_503_assignsubmission_file_forward_process.ipynb": ("correct", "zmuller"),
+    "Zoë Müller_503_assignsubmission_file_forward_process (1).ipynb": ("correct", "zmuller"),
     "Ann Lee_504_assignsubmission_file/forward_process.ipynb": ("release", "ambiguous"),
     "Casper Ghost_505_assignsubmission_file/forward_process.ipynb": ("release", "no roster match"),
 }
