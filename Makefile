@@ -6,6 +6,7 @@
 # Instructors: make release | autograde | grades | feedback   (see README.md)
 #   from an LMS: make collect-zip ZIP=... ASSIGNMENT=... ROSTER=...  then  make lms-grades LMS=canvas|moodle ...
 #   on a JupyterHub: make hub (JupyterHub and its proxy), then deploy/jupyterhub/README.md
+# GPU: make wheelhouse here, then make gpu-check OUT=... on the GPU machine (GPU_CHECK_DRY=1: its CPU dry run)
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -25,11 +26,11 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: help setup book book-strict notebooks linkcheck lint format test test-fast bench bench-course models release autograde grades feedback serve clean clean-grading
 
 help:
-	@sed -n '1,8p' Makefile
+	@sed -n '1,9p' Makefile
 
 # The environment: rebuilt only when pyproject.toml or the pinned versions change.
 # SETUP=0: use an environment set up elsewhere, never install into it (a JupyterHub's shared, read-only one:
-# deploy/jupyterhub/ sets VENV and SETUP=0 in its terminals).
+# deploy/jupyterhub/ sets VENV and SETUP=0 in its terminals; the GPU check's private one).
 SETUP ?= 1
 ifeq ($(SETUP),0)
 $(STAMP):
@@ -133,6 +134,23 @@ dist:
 	$(BIN)/python -m twine check --strict dist/*
 	$(BIN)/python scripts/check_dist.py dist
 
+# The GPU check's wheelhouse (scripts/wheelhouse.py): what the GPU machine's image lacks, for a machine without network.
+# Into .whl/gpu-check/ (emptied first): requirements/gpu-wheelhouse.txt's pins as CPython 3.12 manylinux wheels, this
+# package's wheel built from the working tree, bubblewrap's .deb (apt-get download), and LISTING.md (file, size, why);
+# fails over 60 MiB. Needs network, pip and apt-get; not the course set-up.
+.PHONY: wheelhouse
+wheelhouse:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python scripts/wheelhouse.py
+
+# The GPU check (scripts/gpu_check.sh): on a CUDA machine with no network, after `make wheelhouse` here (carry .whl):
+# the wheelhouse into a private folder, then the gpu tests, 300 training steps on CUDA, our SD loop against
+# pipe(...) on SD 1.5's architecture, make autograde-gpu on Project B; one summary table in OUT. It runs on the
+# GPU image's own Python and packages, so it needs no set-up. GPU_CHECK_DRY=1: the same steps on the CPU, tiny.
+.PHONY: gpu-check
+OUT ?= _build/gpu-check
+gpu-check:
+	bash scripts/gpu_check.sh $(OUT)
 
 # --- instructors (nbgrader); always --force, or nbgrader silently keeps stale output ---
 release: $(STAMP)

@@ -142,6 +142,7 @@ def test_training_on_an_explicit_device_draws_the_same_batches():
     assert default["history"]["loss"] == on_cpu["history"]["loss"]
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_training_on_cuda_matches_the_cpu_losses():
     def tiny():

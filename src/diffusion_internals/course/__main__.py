@@ -60,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-per-class", type=int, default=50, help="samples per class and guidance scale")
     p.add_argument("--cifar10-root", default=None, help=f"CIFAR-10 batches folder (or set ${data.CIFAR10_ENV})")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.add_argument(
+        "--device", default="cpu", help="where the network trains: cpu, cuda, cuda:1, ... (batches drawn on the CPU)"
+    )
     return p
 
 
@@ -131,7 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         model=model,
         cifar10_root=args.cifar10_root,
         progress=progress,
+        device=args.device,
     )
+    model = model.to("cpu")  # saved, evaluated and compared on the CPU, wherever it trained
     record = {
         **record,
         "architecture": {"channels": args.channels, "layers_per_block": args.layers_per_block},
