@@ -11,7 +11,7 @@ Run by scripts/gpu_check.sh (`make gpu-check OUT=folder`), which picks the inter
               float16, 512x512, batch 1) for DDIM, Euler, Euler a and DPM++ 2M Karras at 20/30/50 steps: the
               ratio ours/diffusers (goal <= 1.05) and peak memory
   autograde   `make autograde-gpu` on Project B in a copy of the course, one correct and one wrong submission:
-              full marks and fewer, time per submission
+              full marks and fewer, time per submission (the dry run: `make autograde` on assignment 01)
 
 Everything is written under --out (at most 8 files: summary.md, summary.csv, gpu_tests.xml, training.json,
 sd_loop_vs_pipe.csv, grading_report.md, and the caller's gpu_check.log); work files go to --work. The exit
@@ -39,7 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ROOT / ".whl" / "gpu-check"
 STEPS = ("install", "gpu_tests", "training", "sd_latency", "autograde")
 STATUSES = ("ok", "FAIL", "skip")
-ASSIGNMENT = "project_b_samplers"
+# What make autograde-gpu grades: Project B (its mistakes table supplies the wrong submission). The dry run grades
+# assignment 01 instead, a few seconds a notebook on the CPU: the same make target's path, at a tiny setting.
+GRADED = {False: ("project_b_samplers", "mistakes_project_b.py"), True: ("01_forward_process", "mistakes_01.py")}
 CPU_REFERENCE = ROOT / "src" / "diffusion_internals" / "course" / "checkpoints" / "digits-cosine-eps" / "training.json"
 # The tags of the GPU image's Python (3.12, manylinux x86-64): what `pip install --target` there will accept.
 PY312_TAGS = ["--python-version", "3.12", "--implementation", "cp", "--abi", "cp312", "--only-binary=:all:"]
@@ -107,6 +109,8 @@ def gpu_tests(check: Check) -> tuple[str, str]:
     report = check.out / "gpu_tests.xml"
     files = ["tests/package/test_sd.py", "tests/course/test_training.py"]
     argv = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
+    # Its own temporary folder: a pytest run prunes the numbered ones it shares (the suite's, in the dry run).
+    argv.append(f"--basetemp={check.work / 'pytest'}")
     done = check.run(argv + files, "gpu_tests", 900, cwd=ROOT)
     if not report.exists():
         return "FAIL", f"pytest exited {done.returncode} without a report"
@@ -160,28 +164,30 @@ def sd_latency(check: Check) -> tuple[str, str]:
     )
 
 
-def course_copy(work: Path) -> Path:
-    """The course files `make autograde` needs, with Project B as its only assignment (no git needed)."""
+def course_copy(work: Path, assignment: str) -> Path:
+    """The course files `make autograde` needs, with one assignment (no git needed)."""
     course = work / "course"
     shutil.rmtree(course, ignore_errors=True)
     course.mkdir(parents=True)
     for name in ("Makefile", "nbgrader_config.py", "pyproject.toml"):
         shutil.copy2(ROOT / name, course / name)
-    for folder in ("requirements", "scripts", f"solutions/{ASSIGNMENT}", f"exercises/{ASSIGNMENT}"):
+    for folder in ("requirements", "scripts", f"solutions/{assignment}", f"exercises/{assignment}"):
         shutil.copytree(ROOT / folder, course / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return course
 
 
 def submissions(check: Check, course: Path) -> None:
     """submitted/correct (the reference answers in the release) and submitted/wrong (one plausible mistake)."""
+    assignment, mistakes = GRADED[check.dry]
+    (notebook,) = [p.name for p in (ROOT / "solutions" / assignment).glob("*.ipynb")]
     script = f"""
 import importlib.util, nbformat
 from pathlib import Path
 from diffusion_internals.course.grading.solutions import solved_release
 course, root = Path({str(course)!r}), Path({str(ROOT)!r})
-release = course / "exercises" / "{ASSIGNMENT}" / "{ASSIGNMENT}.ipynb"
-correct = solved_release(release, course / "solutions" / "{ASSIGNMENT}" / "{ASSIGNMENT}.ipynb")
-spec = importlib.util.spec_from_file_location("m", root / "tests" / "course" / "mistakes_project_b.py")
+release = course / "exercises" / "{assignment}" / "{notebook}"
+correct = solved_release(release, course / "solutions" / "{assignment}" / "{notebook}")
+spec = importlib.util.spec_from_file_location("m", root / "tests" / "course" / "{mistakes}")
 mistakes = importlib.util.module_from_spec(spec); spec.loader.exec_module(mistakes)
 mistake = mistakes.MISTAKES[0]
 wrong = nbformat.from_dict(correct)
@@ -189,7 +195,7 @@ for cell in wrong.cells:
     if cell.get("metadata", {{}}).get("nbgrader", {{}}).get("grade_id") == mistake["cell"]:
         cell.source = mistake["source"]
 for student, nb in (("correct", correct), ("wrong", wrong)):
-    target = course / "submitted" / student / "{ASSIGNMENT}" / "{ASSIGNMENT}.ipynb"
+    target = course / "submitted" / student / "{assignment}" / "{notebook}"
     target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, target)
 """
@@ -198,7 +204,7 @@ for student, nb in (("correct", correct), ("wrong", wrong)):
         raise RuntimeError("could not write the two submissions (log)")
 
 
-def scores(check: Check, course: Path) -> dict[str, list[float]]:
+def scores(check: Check, course: Path, assignment: str) -> dict[str, list[float]]:
     """{student: [score, automatic maximum]} from the gradebook."""
     script = f"""
 import json
@@ -206,7 +212,7 @@ from nbgrader.api import Gradebook
 with Gradebook("sqlite:///{course / "gradebook.db"}") as gradebook:
     out = {{}}
     for student in ("correct", "wrong"):
-        s = gradebook.find_submission("{ASSIGNMENT}", student)
+        s = gradebook.find_submission("{assignment}", student)
         auto = sum(g.max_score for n in s.notebooks for g in n.grades if g.auto_score is not None)
         out[student] = [s.score, auto]
 print(json.dumps(out))
@@ -229,12 +235,13 @@ def environment_bin(work: Path) -> Path:
 
 
 def autograde(check: Check) -> tuple[str, str]:
-    course = course_copy(check.work)
+    assignment = GRADED[check.dry][0]
+    course = course_copy(check.work, assignment)
     submissions(check, course)
     target = "autograde" if check.dry else "autograde-gpu"
     folder = environment_bin(check.work)
     # BIN: this interpreter (its packages, and the wheelhouse on PYTHONPATH); SETUP=0: never build a .venv here.
-    argv = ["make", "-C", str(course), target, f"ASSIGNMENT={ASSIGNMENT}", "JOBS=1", f"BIN={folder}", "SETUP=0"]
+    argv = ["make", "-C", str(course), target, f"ASSIGNMENT={assignment}", "JOBS=1", f"BIN={folder}", "SETUP=0"]
     start = time.perf_counter()
     done = check.run(argv, "autograde", 1800)
     seconds = time.perf_counter() - start
@@ -242,11 +249,11 @@ def autograde(check: Check) -> tuple[str, str]:
         shutil.copy2(course / "grading_report.md", check.out / "grading_report.md")
     if done.returncode != 0:
         return "FAIL", f"make {target} exited {done.returncode} (log, grading_report.md)"
-    got = scores(check, course)
+    got = scores(check, course, assignment)
     (correct, maximum), (wrong, _) = got["correct"], got["wrong"]
     good = correct == maximum > 0 and 0 <= wrong < correct
     return ("ok" if good else "FAIL"), (
-        f"make {target}: correct {correct:g}/{maximum:g}, wrong {wrong:g}/{maximum:g}; "
+        f"make {target} on {assignment}: correct {correct:g}/{maximum:g}, wrong {wrong:g}/{maximum:g}; "
         f"{seconds / 2:.0f} s per submission (release and nbgrader included)"
     )
 
