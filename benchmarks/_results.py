@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,3 +25,13 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, object]], columns: Sequenc
         writer.writerows(rows)
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return path
+
+
+def run_script(main: Callable[[list[str]], object]) -> None:
+    """A benchmark's entry point: main(sys.argv[1:]) without diffusers' deprecation notices in its table, then the
+    total time."""
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        main(sys.argv[1:])
+    print(f"total {time.perf_counter() - start:.0f} s")

@@ -25,14 +25,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
-import time
-import warnings
 from pathlib import Path
 
 import diffusers
 import torch
-from _results import write_csv  # benchmarks/_results.py, next to this script
+from _results import run_script, write_csv  # benchmarks/_results.py, next to this script
 
 from diffusion_internals import sd
 from diffusion_internals.course.tradeoffs import seconds_per_image
@@ -189,8 +186,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # diffusers' deprecation notices would interleave the table
-        main(sys.argv[1:])
-    print(f"total {time.perf_counter() - start:.0f} s")
+    run_script(main)

@@ -14,13 +14,11 @@ max_memory_allocated over a run (empty on the CPU). The goal: ours within 5% of 
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-import warnings
 from pathlib import Path
 
 import torch
-from _results import write_csv  # benchmarks/_results.py, next to this script
+from _results import run_script, write_csv  # benchmarks/_results.py, next to this script
+from sd_latency import COLUMNS as LATENCY_COLUMNS
 from sd_latency import PROMPTS, build
 
 from diffusion_internals import sd
@@ -30,14 +28,9 @@ from diffusion_internals.sampling import NAMED_SAMPLERS
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["DDIM", "Euler", "Euler a", "DPM++ 2M Karras"]
 GOAL = 1.05  # ours / diffusers
+# A run is named as in sd_latency's table (device, pipeline, dtype, resolution, sampler, steps), then both timings.
 COLUMNS = [
-    "device",
-    "device_name",
-    "pipeline",
-    "dtype",
-    "resolution",
-    "sampler",
-    "steps",
+    *LATENCY_COLUMNS[: LATENCY_COLUMNS.index("steps") + 1],
     "s_per_image_pipe",
     "s_per_image_ours",
     "ratio_ours_pipe",
@@ -113,8 +106,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # diffusers' deprecation notices would interleave the table
-        main(sys.argv[1:])
-    print(f"total {time.perf_counter() - start:.0f} s")
+    run_script(main)
