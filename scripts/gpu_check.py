@@ -37,6 +37,9 @@ from xml.etree import ElementTree
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ROOT / ".whl" / "gpu-check"
+# The whole run's budget: a device call may run 600 s, and the summary must be written before that.
+BUDGET = 540.0
+STARTED = time.monotonic()
 STEPS = ("install", "gpu_tests", "training", "sd_latency", "autograde")
 STATUSES = ("ok", "FAIL", "skip")
 # What make autograde-gpu grades: Project B (its mistakes table supplies the wrong submission). The dry run grades
@@ -59,8 +62,9 @@ class Check:
     rows: list[dict[str, str]] = field(default_factory=list)
 
     def run(self, argv: list[str], name: str, timeout: float, **kwargs) -> subprocess.CompletedProcess[str]:
-        """A step's command, its output kept in the log (printed) and returned."""
+        """A step's command, its output kept in the log (printed) and returned; never past the run's BUDGET."""
         print(f"$ {' '.join(argv)}", flush=True)
+        timeout = min(timeout, max(10.0, BUDGET - (time.monotonic() - STARTED)))
         done = subprocess.run(
             argv, env=self.env, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
         )
@@ -101,7 +105,9 @@ def install(check: Check) -> tuple[str, str]:
     )
     if done.returncode != 0:
         return "FAIL", "pip install of the wheelhouse failed (log)"
-    check.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), check.env.get("PYTHONPATH", "")]))
+    # The package from the working tree (src/), the rest from the wheelhouse.
+    paths = [str(ROOT / "src"), str(site), check.env.get("PYTHONPATH", "")]
+    check.env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     return "ok", f"{len(wheels)} wheels into {site}"
 
 
@@ -242,6 +248,7 @@ def autograde(check: Check) -> tuple[str, str]:
     folder = environment_bin(check.work)
     # BIN: this interpreter (its packages, and the wheelhouse on PYTHONPATH); SETUP=0: never build a .venv here.
     argv = ["make", "-C", str(course), target, f"ASSIGNMENT={assignment}", "JOBS=1", f"BIN={folder}", "SETUP=0"]
+    argv.append("GPU_CELL_TIMEOUT=240")  # inside the run's budget (the class default is 1800 s a cell)
     start = time.perf_counter()
     done = check.run(argv, "autograde", 1800)
     seconds = time.perf_counter() - start
@@ -263,6 +270,16 @@ def summary(check: Check) -> str:
     lines += [f"| {r['step']} | {r['status']} | {r['seconds']} | {r['result']} |" for r in check.rows]
     mode = "dry run on the CPU (GPU_CHECK_DRY=1)" if check.dry else "GPU"
     return f"# GPU check: {mode}\n\n" + "\n".join(lines) + "\n"
+
+
+def write_summary(check: Check) -> str:
+    table = summary(check)
+    (check.out / "summary.md").write_text(table)
+    with (check.out / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "status", "seconds", "result"])
+        writer.writeheader()
+        writer.writerows(check.rows)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,15 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         check.rows.append(
             {"step": name, "status": status, "seconds": f"{time.perf_counter() - start:.0f}", "result": result}
         )
+        write_summary(check)  # after every step: a run cut short still leaves what it found
         if name == "install" and status == "FAIL":
             break
-    table = summary(check)
-    (out / "summary.md").write_text(table)
-    with (out / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["step", "status", "seconds", "result"])
-        writer.writeheader()
-        writer.writerows(check.rows)
-    print("\n" + table)
+    print("\n" + write_summary(check))
     return 1 if any(r["status"] == "FAIL" for r in check.rows) or len(check.rows) < len(STEPS) else 0
 
 
