@@ -189,17 +189,14 @@ def submissions(check: Check, course: Path) -> None:
     script = f"""
 import importlib.util, nbformat
 from pathlib import Path
-from diffusion_internals.course.grading.solutions import solved_release
+from diffusion_internals.course.grading.solutions import solved_release, with_answers
 course, root = Path({str(course)!r}), Path({str(ROOT)!r})
 release = course / "exercises" / "{assignment}" / "{notebook}"
 correct = solved_release(release, course / "solutions" / "{assignment}" / "{notebook}")
 spec = importlib.util.spec_from_file_location("m", root / "tests" / "course" / "{mistakes}")
 mistakes = importlib.util.module_from_spec(spec); spec.loader.exec_module(mistakes)
 mistake = mistakes.MISTAKES[0]
-wrong = nbformat.from_dict(correct)
-for cell in wrong.cells:
-    if cell.get("metadata", {{}}).get("nbgrader", {{}}).get("grade_id") == mistake["cell"]:
-        cell.source = mistake["source"]
+wrong = with_answers(nbformat.from_dict(correct), {{mistake["cell"]: mistake["source"]}})
 for student, nb in (("correct", correct), ("wrong", wrong)):
     target = course / "submitted" / student / "{assignment}" / "{notebook}"
     target.parent.mkdir(parents=True, exist_ok=True)

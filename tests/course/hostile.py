@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nbformat
 
-from diffusion_internals.course.grading.solutions import solution_code, solved_release
+from diffusion_internals.course.grading.solutions import solution_code, solved_release, with_answers
 
 ASSIGNMENT = "01_forward_process"
 NOTEBOOK = "forward_process.ipynb"
@@ -54,11 +54,7 @@ class Maker:
         return solved_release(self.release, self.source)
 
     def with_cell(self, grade_id: str, source: str, nb: nbformat.NotebookNode | None = None) -> nbformat.NotebookNode:
-        nb = self.solved() if nb is None else nb
-        for cell in nb.cells:
-            if meta(cell).get("grade_id") == grade_id:
-                cell.source = source
-        return nb
+        return with_answers(self.solved() if nb is None else nb, {grade_id: source})
 
     def without(self, grade_id: str) -> nbformat.NotebookNode:
         nb = self.solved()

@@ -29,7 +29,7 @@ import nbformat
 import pytest
 from support import BIN, ROOT, load_check_dist, require_tools
 
-from diffusion_internals.course.grading.solutions import solution_code
+from diffusion_internals.course.grading.solutions import solution_code, with_answers
 
 pytestmark = pytest.mark.slow
 
@@ -308,11 +308,7 @@ def edit(hub: Hub, user: str, answers: dict[str, str]) -> None:
     """The student's edit: their fetched notebook with these answers, saved through the contents API (as Lab does)."""
     path = f"/user/{user}/api/contents/{ASSIGNMENT}/{NOTEBOOK}"
     model = hub.request(user, "GET", path, params={"content": "1"}).json()
-    nb = nbformat.from_dict(model["content"])
-    for cell in nb.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if cell.metadata.get("nbgrader", {}).get("solution") and grade_id in answers:
-            cell.source = answers[grade_id]
+    nb = with_answers(nbformat.from_dict(model["content"]), answers)
     response = hub.request(user, "PUT", path, json={"type": "notebook", "format": "json", "content": nb})
     assert response.status_code == 200, f"{user} saving the notebook: {response.status_code} {response.text}"
 
@@ -354,11 +350,8 @@ def attack(hub: Hub, course: Path) -> None:
     script += f" && head -c 16 /dev/urandom | base64 > '{folder}/submission_secret.txt'"  # as nbgrader submit
     handmade = as_user(BACKDATED, "bash", "-c", script)
     assert handmade.returncode == 0, handmade.stderr
-    nb = nbformat.read(folder / NOTEBOOK, as_version=4)
     answers = solution_code(course / "solutions" / ASSIGNMENT / NOTEBOOK)
-    for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("solution"):
-            cell.source = answers.get(cell.metadata["nbgrader"]["grade_id"], cell.source)
+    nb = with_answers(nbformat.read(folder / NOTEBOOK, as_version=4), answers)
     nbformat.write(nb, folder / NOTEBOOK)  # as root, into the student's own file: the answers are not the point
     os.chown(folder / NOTEBOOK, pwd.getpwnam(BACKDATED).pw_uid, pwd.getpwnam(BACKDATED).pw_gid)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["SOLUTION_MARKERS", "solution_code", "solved_release"]
+__all__ = ["SOLUTION_MARKERS", "solution_code", "solved_release", "with_answers"]
 
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 
@@ -45,5 +45,13 @@ def solved_release(release: Path, source: Path) -> nbformat.NotebookNode:
                     f"release {release} has the solution cell {meta['grade_id']!r}, which source {source} does not "
                     f"have (its solution cells: {sorted(answers)}); regenerate the release (make release)"
                 )
-            cell.source = answers[meta["grade_id"]]
+    return with_answers(nb, answers)
+
+
+def with_answers(nb: nbformat.NotebookNode, answers: dict[str, str]) -> nbformat.NotebookNode:
+    """nb with the source of each cell whose grade_id is in answers replaced by it (in place; nb is returned)."""
+    for cell in nb.cells:
+        grade_id = _nbgrader(cell).get("grade_id")
+        if grade_id in answers:
+            cell.source = answers[grade_id]
     return nb

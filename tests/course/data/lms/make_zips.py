@@ -49,15 +49,12 @@ def contents() -> dict[str, bytes]:
     spec = importlib.util.spec_from_file_location("mistakes_01", ROOT / "tests" / "course" / "mistakes_01.py")
     mistakes = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mistakes)
-    from diffusion_internals.course.grading.solutions import solved_release
+    from diffusion_internals.course.grading.solutions import solved_release, with_answers
 
     release = ROOT / "exercises" / ASSIGNMENT / "forward_process.ipynb"
     correct = solved_release(release, ROOT / "solutions" / ASSIGNMENT / "forward_process.ipynb")
-    wrong = nbformat.from_dict(correct)
     mistake = next(m for m in mistakes.MISTAKES if m["name"] == WRONG)
-    for cell in wrong.cells:
-        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == mistake["cell"]:
-            cell.source = mistake["source"]
+    wrong = with_answers(nbformat.from_dict(correct), {mistake["cell"]: mistake["source"]})
     return {
         "correct": nbformat.writes(correct).encode(),
         "wrong": nbformat.writes(wrong).encode(),
